@@ -1,0 +1,217 @@
+"""The small contracts every plugin component fulfils.
+
+An optics plugin returns an :class:`OpticalFrontend`, a task plugin a :class:`Task`, and so
+on. The core talks to components only through these classes, never to a plugin directly.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import attrs
+import torch
+from torch import nn
+
+
+@attrs.frozen
+class Layout:
+    """How the kernels of a frontend are arranged physically.
+
+    ``details`` holds human-readable physical numbers (sizes with units in the key names)
+    for reports and for ``onnx-run estimate``.
+    """
+
+    num_kernels: int
+    rows: int
+    cols: int
+    kernel_size_px: int
+    details: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+class OpticalFrontend(nn.Module):
+    """An optical frontend: one linear optical layer read out by a sensor.
+
+    Input: intensities (B, C, H, W), C = ``in_channels`` (1 or 3 wavelength channels),
+    (H, W) = ``input_size``. Output: sensor feature maps (B, K, H', W'), real; when the
+    kernels are signed, positive/negative PSF pairs are subtracted digitally, so K is the
+    number of signed kernels.
+    """
+
+    #: wavelength channels of the input (1 monochrome, 3 RGB)
+    in_channels: int = 1
+    #: input image size in pixels (rows, cols)
+    input_size: tuple[int, int] = (28, 28)
+
+    def __init__(self, config: Any):
+        super().__init__()
+        self.config = config
+
+    # -- shape -----------------------------------------------------------------------------
+    @property
+    def num_kernels(self) -> int:
+        return self.layout().num_kernels
+
+    def feature_shape(self) -> tuple[int, int, int]:
+        """(K, H', W') of the output, found by a dry forward pass."""
+        with torch.no_grad():
+            p = next(iter(self.parameters()), None)
+            dev = p.device if p is not None else torch.device("cpu")
+            out = self(torch.zeros(1, self.in_channels, *self.input_size, device=dev))
+        return tuple(out.shape[1:])  # type: ignore[return-value]
+
+    # -- physics -----------------------------------------------------------------------------
+    def layout(self) -> Layout:
+        """The physical arrangement of the kernels."""
+        raise NotImplementedError
+
+    def kernels(self) -> torch.Tensor:
+        """Effective signed kernels (K, C, kh, kw) in sensor pixels, for figures and reports."""
+        raise NotImplementedError
+
+    # -- life cycle ----------------------------------------------------------------------------
+    def realise(self, *, progress: bool = True) -> tuple["OpticalFrontend", dict[str, Any]]:
+        """Turn learned kernels into a physical design; returns (realised frontend, report).
+
+        The default realisation is exact: the design already is physical.
+        """
+        return copy.deepcopy(self), {"exact": True}
+
+    def frozen(self) -> "OpticalFrontend":
+        """A copy with every parameter frozen (a fabricated device cannot learn)."""
+        clone = copy.deepcopy(self)
+        for p in clone.parameters():
+            p.requires_grad_(False)
+        return clone
+
+    def export(self, out_dir: Path) -> list[Path]:
+        """Write the design (arrays, previews, layouts) to ``out_dir``; return the files."""
+        return []
+
+
+@attrs.frozen
+class TeacherSpec:
+    """What a teacher factory needs to know about the data it will see."""
+
+    task_kind: str  # "classification" | "segmentation"
+    channels: int
+    image_size: tuple[int, int]
+    num_outputs: int  # classes (classification) or mask classes (segmentation)
+
+
+class Task:
+    """A learning task: data, backend, loss, metrics and the NTK output reduction."""
+
+    kind: str = "classification"
+    #: the metric reported in results tables, higher is better
+    primary_metric: str = "accuracy"
+    #: teacher used when the config does not name one
+    default_teacher: str = "lenet"
+
+    def __init__(self, config: Any):
+        self.config = config
+
+    def optics_defaults(self) -> dict[str, Any]:
+        """Optics settings this task suggests (e.g. ``input_size_px``, ``num_kernels``).
+
+        Applied to the chosen optics config only for keys it has and the user did not set.
+        """
+        return {}
+
+    def datasets(self, *, image_size: tuple[int, int], channels: int, seed: int) -> Any:
+        """Train/val/test splits (objects with ``train``, ``val``, ``test`` TensorDatasets)."""
+        raise NotImplementedError
+
+    def num_outputs(self, splits: Any) -> int:
+        raise NotImplementedError
+
+    def build_backend(self, feature_shape: tuple[int, int, int], num_outputs: int) -> nn.Module:
+        """The digital backend mapping optical features (B, K, H', W') to outputs."""
+        raise NotImplementedError
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """Metrics over a whole evaluation set (outputs concatenated over batches)."""
+        raise NotImplementedError
+
+    def ntk_reduce(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Reduce outputs (B, ...) to (B, O) for the empirical NTK; classification: logits."""
+        return outputs.flatten(1)
+
+    def soft_targets(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Logits to which KD temperature-softmax applies, shaped (N, classes)."""
+        return outputs
+
+
+class HybridModel(nn.Module):
+    """Optical frontend followed by a digital backend; parameters ``frontend.*``, ``backend.*``."""
+
+    def __init__(self, frontend: OpticalFrontend, backend: nn.Module):
+        super().__init__()
+        self.frontend = frontend
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backend(self.frontend(x))
+
+    def backend_parameter_names(self) -> list[str]:
+        return [n for n, p in self.named_parameters() if n.startswith("backend.") and p.requires_grad]
+
+
+@attrs.define
+class DistillContext:
+    """Everything a distillation loss may need for one batch.
+
+    ``teacher_outputs`` are computed without graph; ``teacher_kernel`` (if the loss asked for
+    it through ``needs_teacher_kernel``) is the frozen teacher's NTK on this batch.
+    ``ntk_params`` names the student parameters the NTK is taken over (all trainable ones in
+    training; the backend's only when fine-tuning after fabrication).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    index: torch.Tensor
+    student: nn.Module
+    student_outputs: torch.Tensor
+    task: Task
+    teacher: nn.Module | None = None
+    teacher_outputs: torch.Tensor | None = None
+    teacher_kernel: Callable[[], torch.Tensor] | None = None
+    ntk_params: list[str] | None = None
+    student_input: torch.Tensor | None = None  # what the student is fed if not x (captures)
+
+
+class DistillationLoss:
+    """A training objective; returns (scalar loss, logs of floats)."""
+
+    #: True when the loss needs the teacher (training then builds or loads one)
+    needs_teacher: bool = False
+    #: True when the loss needs the teacher's NTK on each batch
+    needs_teacher_kernel: bool = False
+
+    def __init__(self, config: Any):
+        self.config = config
+
+    def __call__(self, ctx: DistillContext) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+
+class ErrorModel:
+    """A deviation of a real device from its design.
+
+    ``apply_to_frontend`` perturbs a frontend once per fabricated device (static errors,
+    sampled from ``generator``); ``apply_to_measurement`` perturbs each capture (noise).
+    Either may be the identity.
+    """
+
+    def __init__(self, config: Any):
+        self.config = config
+
+    def apply_to_frontend(self, frontend: OpticalFrontend, generator: torch.Generator) -> OpticalFrontend:
+        return frontend
+
+    def apply_to_measurement(self, features: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return features

@@ -1,0 +1,1 @@
+"""Fabrication: error models of real devices, measured PSFs and captures."""

@@ -1,0 +1,301 @@
+"""The plugin manager: entry points, built-ins, component registries and listing.
+
+External plugins come from the ``onnx_run`` entry-point group (pluggy's
+``load_setuptools_entrypoints``); built-in components are ordinary plugin modules registered
+after them, so a third party cannot silently shadow a built-in name: a duplicate is an error
+naming both plugins.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import sys
+from typing import Any, Callable, Iterable
+
+import attrs
+import pluggy
+
+from onnx_run import hookspecs
+from onnx_run.errors import UserError
+
+#: component kind -> the hook that registers it
+KINDS: dict[str, str] = {
+    "optics": "register_optics",
+    "tasks": "register_tasks",
+    "teachers": "register_teachers",
+    "error_models": "register_error_models",
+    "distillation_losses": "register_distillation_losses",
+}
+
+#: how a kind is named in messages
+KIND_LABELS: dict[str, str] = {
+    "optics": "optics", "tasks": "task", "teachers": "teacher", "error_models": "error model",
+    "distillation_losses": "distillation loss",
+}
+
+#: built-in plugin modules, registered after the external ones
+BUILTIN_MODULES: tuple[str, ...] = (
+    "onnx_run.distill.plugin",
+    "onnx_run.tasks.plugin",
+    "onnx_run.fabrication.plugin",
+)
+
+BUILTIN_DISTRIBUTION = "onnx-run"
+
+
+class PluginError(UserError):
+    """A plugin broke the contract (misspelt hook, duplicate component name)."""
+
+
+@attrs.frozen
+class Component:
+    """One registered component and where it came from."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    config: type | None
+    description: str
+    plugin: str
+    distribution: str
+    version: str
+
+
+@attrs.frozen
+class FailedPlugin:
+    name: str
+    error: str
+
+
+_pm: pluggy.PluginManager | None = None
+_failed: list[FailedPlugin] = []
+_builtin_names: set[str] = set()
+
+
+def _split_env(var: str) -> list[str] | None:
+    raw = os.environ.get(var)
+    if raw is None:
+        return None
+    return [s.strip() for s in raw.split(",") if s.strip()]
+
+
+def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    return list(importlib.metadata.entry_points(group="onnx_run"))
+
+
+def _check_plugin(pm: pluggy.PluginManager, name: str) -> None:
+    """Reject (unregister) a plugin whose hooks do not match the spec, e.g. a misspelt hook."""
+    plugin = pm.get_plugin(name)
+    if plugin is None:
+        return
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        pm.unregister(name=name)
+        known = ", ".join(sorted(n for n in dir(pm.hook) if not n.startswith("_")))
+        bad = [
+            attr for attr in dir(plugin)
+            if attr.startswith(("register_", "on_")) and not hasattr(pm.hook, attr)
+        ] or [str(exc)]
+        raise PluginError(
+            f"plugin {name!r} rejected: {', '.join(bad)} is not an onnx_run hook; known hooks: {known}"
+        ) from None
+
+
+def _load_external(pm: pluggy.PluginManager) -> None:
+    wanted = _split_env("ONNX_RUN_LOAD_PLUGINS")
+    blocked = set(_split_env("ONNX_RUN_DISABLE_PLUGINS") or [])
+    for ep in _entry_points():
+        dist_name = ep.dist.name if ep.dist is not None else ""
+        if wanted is not None and ep.name not in wanted and dist_name not in wanted:
+            continue
+        if ep.name in blocked or dist_name in blocked:
+            pm.set_blocked(ep.name)
+            continue
+        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            continue
+        try:
+            # one entry point at a time, so a plugin that fails to import spares the others
+            pm.load_setuptools_entrypoints("onnx_run", name=ep.name)
+            _check_plugin(pm, ep.name)
+        except PluginError as exc:
+            _failed.append(FailedPlugin(ep.name, str(exc)))
+        except Exception as exc:  # a third-party import error must not break the CLI
+            _failed.append(FailedPlugin(ep.name, f"{type(exc).__name__}: {exc}"))
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The one plugin manager, loaded on first use."""
+    global _pm
+    if _pm is None:
+        pm = pluggy.PluginManager("onnx_run")
+        pm.add_hookspecs(hookspecs)
+        _failed.clear()
+        _load_external(pm)
+        for module_name in BUILTIN_MODULES:
+            module = importlib.import_module(module_name)
+            pm.register(module, name=module_name)
+            _builtin_names.add(module_name)
+        pm.check_pending()
+        _pm = pm
+    return _pm
+
+
+def reset_plugin_manager() -> None:
+    """Forget the loaded plugins (tests and environment changes)."""
+    global _pm
+    _pm = None
+    _builtin_names.clear()
+
+
+def register_plugin(plugin: Any, name: str) -> None:
+    """Register an in-process plugin object or module (tests, notebooks), validating its hooks."""
+    pm = get_plugin_manager()
+    pm.register(plugin, name=name)
+    _check_plugin(pm, name)
+    try:
+        registry()  # a duplicate component name is an error: roll the plugin back
+    except PluginError:
+        pm.unregister(name=name)
+        raise
+
+
+def unregister_plugin(name: str) -> None:
+    get_plugin_manager().unregister(name=name)
+
+
+def failed_plugins() -> list[FailedPlugin]:
+    get_plugin_manager()
+    return list(_failed)
+
+
+def is_builtin(plugin_name: str) -> bool:
+    return plugin_name in _builtin_names
+
+
+def _distribution_of(pm: pluggy.PluginManager) -> dict[str, tuple[str, str]]:
+    from onnx_run import __version__
+
+    out: dict[str, tuple[str, str]] = {}
+    for plugin, dist in pm.list_plugin_distinfo():
+        out[pm.get_name(plugin)] = (dist.project_name, dist.version)
+    for name in _builtin_names:
+        out[name] = (BUILTIN_DISTRIBUTION, __version__)
+    return out
+
+
+def _plugin_order(pm: pluggy.PluginManager) -> list[tuple[str, Any]]:
+    """External plugins first, then built-ins, each in registration order."""
+    plugins = [(pm.get_name(p), p) for p in pm.get_plugins()]
+    external = [x for x in plugins if x[0] not in _builtin_names]
+    builtin = [x for x in plugins if x[0] in _builtin_names]
+    order = {name: i for i, name in enumerate(BUILTIN_MODULES)}
+    builtin.sort(key=lambda x: order.get(x[0], len(order)))
+    return external + builtin
+
+
+def _collect(pm: pluggy.PluginManager) -> dict[str, dict[str, Component]]:
+    dists = _distribution_of(pm)
+    reg: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
+    for plugin_name, plugin in _plugin_order(pm):
+        dist, version = dists.get(plugin_name, (plugin_name, ""))
+        for kind, hook in KINDS.items():
+            fn = getattr(plugin, hook, None)
+            if fn is None or pm.parse_hookimpl_opts(plugin, hook) is None:
+                continue
+
+            def register(name: str, factory: Callable[..., Any], config: type | None = None,
+                         description: str = "", *, _kind: str = kind, _plugin: str = plugin_name,
+                         _dist: str = dist, _version: str = version) -> None:
+                if not isinstance(name, str) or not name:
+                    raise PluginError(f"plugin {_plugin!r} registered a {_kind} component without a name")
+                if config is not None and not attrs.has(config):
+                    raise PluginError(
+                        f"plugin {_plugin!r}: config for {_kind} {name!r} must be an attrs class, got {config!r}"
+                    )
+                existing = reg[_kind].get(name)
+                if existing is not None:
+                    raise PluginError(
+                        f"duplicate {_kind} name {name!r}: registered by plugin {existing.plugin!r} "
+                        f"({existing.distribution}) and by plugin {_plugin!r} ({_dist}); rename one"
+                    )
+                reg[_kind][name] = Component(_kind, name, factory, config, description or "",
+                                             _plugin, _dist, _version)
+
+            fn(register=register)
+    return reg
+
+
+_registry_cache: tuple[tuple[int, ...], dict[str, dict[str, Component]]] | None = None
+
+
+def registry() -> dict[str, dict[str, Component]]:
+    """All registered components: kind -> name -> Component."""
+    global _registry_cache
+    pm = get_plugin_manager()
+    key = tuple(id(p) for p in pm.get_plugins())
+    if _registry_cache is None or _registry_cache[0] != key:
+        _registry_cache = (key, _collect(pm))
+    return _registry_cache[1]
+
+
+def components(kind: str) -> dict[str, Component]:
+    return registry()[kind]
+
+
+def get_component(kind: str, name: str, *, key: str | None = None) -> Component:
+    """Look up a component; an unknown name is a one-line error listing the registered ones."""
+    comps = components(kind)
+    if name not in comps:
+        where = f"{key}: " if key else ""
+        allowed = ", ".join(sorted(comps)) or "none installed"
+        raise UserError(f"{where}unknown {KIND_LABELS.get(kind, kind)} {name!r}; registered: {allowed}")
+    return comps[name]
+
+
+def plugin_listing(include_builtins: bool = False) -> list[dict[str, Any]]:
+    """Rows for ``onnx-run plugins``: distribution, version, hooks, components by kind."""
+    pm = get_plugin_manager()
+    dists = _distribution_of(pm)
+    reg = registry()
+    rows = []
+    for plugin_name, plugin in _plugin_order(pm):
+        builtin = plugin_name in _builtin_names
+        if builtin and not include_builtins:
+            continue
+        dist, version = dists.get(plugin_name, (plugin_name, ""))
+        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
+        comps = {
+            kind: sorted(c.name for c in reg[kind].values() if c.plugin == plugin_name)
+            for kind in KINDS
+        }
+        rows.append({
+            "name": plugin_name,
+            "distribution": dist,
+            "version": version,
+            "builtin": builtin,
+            "hooks": hooks,
+            "components": {k: v for k, v in comps.items() if v},
+        })
+    for failed in failed_plugins():
+        rows.append({"name": failed.name, "distribution": "", "version": "", "builtin": False,
+                     "hooks": [], "components": {}, "error": failed.error})
+    return rows
+
+
+def call_lifecycle(hook: str, **kwargs: Any) -> None:
+    """Call a lifecycle hook (on_run_start / on_epoch_end / on_run_end) on every plugin."""
+    getattr(get_plugin_manager().hook, hook)(**kwargs)
+
+
+def warn_failed(stream: Any = None) -> None:
+    """Print one line per plugin that failed to load (the rest still work)."""
+    stream = stream or sys.stderr
+    for failed in failed_plugins():
+        print(f"Warning: plugin {failed.name!r} not loaded: {failed.error}", file=stream)
+
+
+def iter_kinds() -> Iterable[str]:
+    return iter(KINDS)

@@ -1,0 +1,1 @@
+"""Results tables (Markdown, JSON) and figures (PNG) of a run directory."""

@@ -1,0 +1,1 @@
+"""Tasks: datasets and other problem definitions that models are trained on."""

@@ -1,0 +1,81 @@
+"""The built-in classification task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import torch
+import torch.nn.functional as F
+from attrs import validators as v
+
+from onnx_run.components import Task
+from onnx_run.tasks.backends import FCBackend
+
+
+def _dataset_name(instance: Any, attribute: Any, value: str) -> None:
+    from onnx_run.tasks.datasets import CLASSIFICATION_DATASETS
+
+    if value not in CLASSIFICATION_DATASETS:
+        raise ValueError(f"'{attribute.name}' must be one of {', '.join(CLASSIFICATION_DATASETS)} (got {value!r})")
+
+
+@attrs.define(kw_only=True)
+class ClassificationConfig:
+    """Dataset and backend of a classification task.
+
+    ``hidden``: widths of the backend's hidden FC layers (paper: one hidden layer for
+    MNIST-like data, two for CIFAR-like); ``pool``: average pooling of the sensor maps
+    before the FC layers.
+    """
+
+    dataset: str = attrs.field(default="digits", validator=_dataset_name)
+    data_dir: str = ""
+    hidden: list[int] = attrs.field(factory=lambda: [32])
+    pool: int = attrs.field(default=2, validator=v.ge(1))
+    batchnorm: bool = False
+    val_fraction: float = attrs.field(default=0.1, validator=[v.gt(0), v.lt(0.5)])
+    test_fraction: float = attrs.field(default=0.2, validator=[v.gt(0), v.lt(0.5)])
+
+
+class ClassificationTask(Task):
+    kind = "classification"
+    primary_metric = "accuracy"
+    default_teacher = "lenet"
+
+    def __init__(self, config: ClassificationConfig):
+        super().__init__(config)
+        if config.dataset in ("cifar10", "shapes-rgb"):
+            self.default_teacher = "alexnet"
+
+    def optics_defaults(self) -> dict[str, Any]:
+        """Colour datasets ask for RGB optics (one PSF per wavelength channel)."""
+        if self.config.dataset in ("cifar10", "shapes-rgb"):
+            return {"channels": 3, "input_size_px": 32}
+        return {}
+
+    def datasets(self, *, image_size: tuple[int, int], channels: int, seed: int) -> Any:
+        from onnx_run.tasks.datasets import load_classification_dataset
+
+        c = self.config
+        return load_classification_dataset(
+            c.dataset, image_size=tuple(image_size), channels=channels, seed=seed,
+            data_dir=c.data_dir or None, val_fraction=c.val_fraction, test_fraction=c.test_fraction,
+        )
+
+    def num_outputs(self, splits: Any) -> int:
+        return len(splits.classes)
+
+    def build_backend(self, feature_shape, num_outputs):
+        c = self.config
+        return FCBackend(feature_shape, num_outputs, hidden=c.hidden, pool=c.pool, batchnorm=c.batchnorm)
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(outputs, targets)
+
+    def metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        pred = outputs.argmax(1)
+        return {
+            "accuracy": float((pred == targets).float().mean()),
+            "loss": float(F.cross_entropy(outputs, targets)),
+        }

@@ -1,0 +1,94 @@
+"""Checkpoints that survive a kill: written atomically, loaded with weights_only=True."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from onnx_run.errors import UserError
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """torch.save to a temporary file, then rename: a kill never leaves half a checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint without unpickling arbitrary objects (weights_only=True)."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"checkpoint {path}: not found") from None
+    except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file is a user error
+        msg = " ".join(str(exc).split())[:200]
+        raise UserError(f"checkpoint {path}: not a loadable torch state dict ({msg})") from None
+
+
+def load_state_dict_checked(model: torch.nn.Module, state: dict[str, Any], source: str) -> None:
+    """Load a user's state dict with a one-line error on missing keys or shape mismatches."""
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise UserError(f"{source}: expected a state dict (mapping of parameter names to tensors)")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise UserError(
+            f"{source}: parameter names do not match the model: missing {missing[:3]}"
+            f"{'...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}"
+        )
+    for key, tensor in own.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise UserError(
+                f"{source}: shape mismatch for {key}: checkpoint {tuple(state[key].shape)}, "
+                f"model {tuple(tensor.shape)}"
+            )
+    model.load_state_dict(state)

@@ -1,0 +1,1 @@
+"""onnx-run plugin: 4f Fourier-plane optics (SLM/DOE mask)."""

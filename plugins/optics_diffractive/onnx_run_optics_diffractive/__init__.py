@@ -1,0 +1,1 @@
+"""onnx-run plugin: multi-layer diffractive phase masks."""

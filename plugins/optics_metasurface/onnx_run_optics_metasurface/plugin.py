@@ -1,0 +1,1 @@
+"""Hook implementations of this plugin (components are added as they are built)."""

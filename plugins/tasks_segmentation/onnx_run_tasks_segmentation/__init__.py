@@ -1,0 +1,1 @@
+"""onnx-run plugin: segmentation task."""

@@ -1,0 +1,86 @@
+"""Config resolution: TOML + flags + --set, two-step structuring, one-line errors with exit 2."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+from click.testing import CliRunner
+
+from onnx_run.cli import cli
+from onnx_run.config import load_config, parse_value
+from onnx_run.errors import UserError
+
+
+def run(args):
+    return CliRunner().invoke(cli, args)
+
+
+def test_parse_value_literals():
+    assert parse_value("3") == 3 and parse_value("2.5") == 2.5 and parse_value("true") is True
+    assert parse_value("[1, 2]") == [1, 2] and parse_value("hello") == "hello" and parse_value('"7"') == "7"
+
+
+def test_sources_merge_in_order(tmp_path, tiny_optics):
+    path = tmp_path / "run.toml"
+    path.write_text('[train]\nepochs = 3\nlr = 0.01\n[optics]\nname = "tiny"\nnum_kernels = 6\n')
+    cfg = load_config(path, ["train.epochs=5"], {"seed": 7})
+    assert cfg.train.epochs == 5 and cfg.train.lr == 0.01 and cfg.run.seed == 7
+    assert cfg.optics.name == "tiny" and cfg.optics.config.num_kernels == 6
+    assert cfg.teacher.name == "lenet"  # the task's default teacher
+    assert list(cfg.methods["distill"]) == ["none", "kd", "ntkd"]
+
+
+def test_config_show_round_trips(tiny_optics, tmp_path):
+    res = run(["config", "show", "--optics", "tiny", "--task", "classification", "--distill", "kd",
+               "--set", "distill.kd.temperature=4"])
+    assert res.exit_code == 0, res.output
+    doc = tomllib.loads(res.output)
+    assert doc["optics"] == {"name": "tiny", "num_kernels": 4, "kernel_size": 5, "input_size_px": 16, "channels": 1}
+    assert doc["distill"]["kd"]["temperature"] == 4.0 and doc["students"]["methods"] == ["kd"]
+    (tmp_path / "c.toml").write_text(res.output)
+    again = run(["config", "show", "--config", str(tmp_path / "c.toml")])
+    assert again.output == res.output
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--set", "train.epoch=3"], "train: unknown key 'epoch'; allowed keys: epochs"),
+    (["--set", "train.epochs=abc"], "train.epochs: expected an integer, got 'abc'"),
+    (["--set", "train.epochs=2.5"], "train.epochs: expected an integer, got 2.5"),
+    (["--set", "train.lr=-1"], "train.lr: must be > 0, got -1.0"),
+    (["--set", "run.device=tpu"], "run.device: must be in"),
+    (["--optics", "nope"], "optics.name: unknown optics 'nope'; registered:"),
+    (["--distill", "ntk"], "students.methods: unknown distillation loss 'ntk'"),
+    (["--set", "nosection.key=1"], "unknown config section 'nosection'"),
+    (["--set", "trainepochs=1"], "--set trainepochs: expected section.key=value"),
+    (["--dataset", "imagenet"], "task.dataset: must be one of"),
+    (["--set", "distill.kd.temperature=0", "--distill", "kd"], "distill.kd.temperature: must be > 0"),
+])
+def test_bad_config_is_one_line_exit_2(args, expected, tiny_optics):
+    res = run(["config", "show", "--optics", "tiny", *args] if "--optics" not in args else ["config", "show", *args])
+    assert res.exit_code == 2, res.output
+    err = res.output.strip()
+    assert err.startswith("Error: ") and "\n" not in err, err
+    assert expected in err, err
+    assert "Traceback" not in err
+
+
+def test_unknown_component_lists_registered(tiny_optics):
+    with pytest.raises(UserError, match=r"registered: tiny"):
+        load_config(None, [], {"optics": "missing"})
+
+
+def test_bad_toml_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train\nepochs = 1")
+    res = run(["config", "show", "--config", str(bad)])
+    assert res.exit_code == 2 and f"config file {bad}: not valid TOML" in res.output
+    res = run(["config", "show", "--config", str(tmp_path / "missing.toml")])
+    assert res.exit_code == 2 and "not found" in res.output
+
+
+def test_pipeline_bad_set_writes_nothing(tmp_path, tiny_optics):
+    res = run(["--optics", "tiny", "--task", "classification", "--out", str(tmp_path / "runs"),
+               "--set", "train.epochs=-1"])
+    assert res.exit_code == 2 and "train.epochs: must be >= 0, got -1" in res.output
+    assert not (tmp_path / "runs").exists()
