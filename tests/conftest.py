@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import attrs
 import pytest
 import torch
@@ -40,6 +42,12 @@ class TinyOptics(OpticalFrontend):
     def forward(self, x):
         return F.conv2d(x, self.weight.square(), padding=self.config.kernel_size // 2)
 
+    def perturb_kernels(self, relative_sigma, generator):
+        clone = copy.deepcopy(self)
+        with torch.no_grad():
+            clone.weight.mul_(1 + relative_sigma * torch.randn(clone.weight.shape, generator=generator))
+        return clone
+
 
 class TinyOpticsPlugin:
     __name__ = "tiny-optics"
@@ -66,3 +74,4 @@ def tiny_optics():
         unregister_plugin("tiny-optics")
     except ValueError:
         pass
+

@@ -120,7 +120,7 @@ def cli(ctx: click.Context, resume, stages, teacher_checkpoint, dry_run, **kwarg
     cfg = pipe.cfg
     click.echo(f"onnx-run {__version__}: optics {cfg.optics.name!r}, task {cfg.task.name!r} "
                f"(dataset {pipe.dataset!r}), teacher {cfg.teacher.name!r}, "
-               f"students {', '.join(cfg.methods['distill'])}, seeds {pipe.seeds()}")
+               f"students {', '.join(cfg.students.methods)}, seeds {pipe.seeds()}")
     click.echo(f"run directory: {pipe.run_dir}; stages: {', '.join(chosen)}")
     if dry_run:
         click.echo(f"input {pipe.channels}x{pipe.input_size[0]}x{pipe.input_size[1]} -> optical features "
@@ -198,17 +198,143 @@ def teacher_train(teacher_checkpoint, **kwargs) -> None:
 @cli.command("report")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 def report_cmd(run_dir: str) -> None:
-    """Rebuild results tables from a finished (or partial) run directory."""
-    from onnx_run.config import load_toml, resolve
-    from onnx_run.report.tables import write_results
+    """Rebuild results tables and figures from a finished (or partial) run directory."""
+    pipe = _open_run(run_dir)
+    pipe.stage_report()
+    click.echo((pipe.run_dir / "results.md").read_text())
 
-    path = Path(run_dir)
-    if not (path / "config.toml").exists():
-        raise UserError(f"run directory {run_dir}: no config.toml; is this an onnx-run run directory?")
-    cfg = resolve(load_toml(path / "config.toml"))
-    task = cfg.task.build()
-    write_results(path, primary=task.primary_metric)
-    click.echo((path / "results.md").read_text())
+
+@cli.command("estimate")
+@config_options
+@click.option("--sweep", metavar="KEY=V1,V2,...",
+              help="vary one setting, e.g. optics.num_kernels=1,2,4,8 or optics.aperture_mm=0.5,1,2")
+@click.option("--inits", type=click.IntRange(1, 64), default=3, show_default=True,
+              help="random initialisations the NTK is averaged over")
+@click.option("--width-multiplier", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="backend hidden widths are multiplied by this (towards the wide limit)")
+@click.option("--max-train", type=click.IntRange(10, 100000), default=1000, show_default=True,
+              help="training images in the kernel regression")
+def estimate_cmd(sweep, inits, width_multiplier, max_train, **kwargs) -> None:
+    """How many kernels fit, and what accuracy can the design reach? (NTK kernel regression)"""
+    from onnx_run.config import build_raw, parse_value, resolve, set_dotted
+    from onnx_run.estimate.report import write_estimate
+
+    raw = build_raw(kwargs.get("config_file"), kwargs.get("sets") or (), {k: kwargs.get(k) for k in _FLAG_NAMES})
+    values: list = [None]
+    key = None
+    if sweep:
+        key, sep, text = sweep.partition("=")
+        key = key.strip()
+        if not sep or "." not in key or not text.strip():
+            raise UserError(f"--sweep {sweep!r}: expected SECTION.KEY=V1,V2,..., e.g. optics.num_kernels=1,2,4,8")
+        values = [parse_value(t.strip()) for t in text.split(",") if t.strip()]
+    configs = []
+    for value in values:  # resolve every point first: a bad value fails before any work
+        point = json.loads(json.dumps(raw))
+        if key is not None:
+            set_dotted(point, key, value)
+        configs.append(resolve(point))
+    from onnx_run.estimate.ntk_estimate import estimate_design
+
+    rows = []
+    for value, cfg in zip(values, configs):
+        row = estimate_design(cfg, inits=inits, width_multiplier=width_multiplier, max_train=max_train,
+                              progress=cfg.run.progress)
+        if key is not None:
+            row["sweep_key"], row["sweep_value"] = key, value
+        rows.append(row)
+        click.echo(f"{key + '=' + str(value) + ': ' if key else ''}{row['num_kernels']} kernels "
+                   f"({row['layout'].get('grid', str(row['layout']['rows']) + ' x ' + str(row['layout']['cols']))}), "
+                   f"estimated test {row['metric']} {row['estimate'] * 100:.2f} % "
+                   f"(ridge {row['ridge']:g}, {row['n_train']} train images, {row['seconds']:.1f} s)")
+    out_dir = write_estimate(configs[0], rows)
+    click.echo(f"written: {out_dir}/estimate.md, estimate.json" + (", estimate.png" if len(rows) > 1 else ""))
+
+
+def _open_run(run_dir: str):
+    from onnx_run.pipeline import Pipeline
+
+    return Pipeline.from_run_dir(Path(run_dir))
+
+
+@cli.command("realise")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+def realise_cmd(run_dir: str) -> None:
+    """Realise the trained optics of a run as a physical design (and export it)."""
+    pipe = _open_run(run_dir)
+    for row in pipe.stage_realise()["realised"]:
+        primary = pipe.task.primary_metric
+        click.echo(f"seed {row['seed']}: test {primary} ideal {row[f'ideal_test_{primary}'] * 100:.2f} %, "
+                   f"realised {row[f'test_{primary}'] * 100:.2f} %; {pipe.realised_dir(row['seed'])}")
+
+
+@cli.command("fabricate")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--error-model", "error_models", multiple=True, metavar="NAME[:KEY=VALUE,...]",
+              help="error model and its settings, repeatable, applied in order "
+                   "(default: the run config's fabricate.errors)")
+@click.option("--seed", type=int, default=None, help="device seed: the same seed gives the same device")
+@click.option("--student", help="which trained student to fabricate (default: fabricate.student)")
+@click.option("--student-seed", type=int, default=None, help="which seed of that student (default: run.seed)")
+@click.option("--measured-psfs", type=click.Path(file_okay=False), help="build the device from measured PSFs")
+@click.option("--name", help="device name (a folder under RUN_DIR/fabricated)")
+def fabricate_cmd(run_dir, error_models, seed, student, student_seed, measured_psfs, name) -> None:
+    """Make a fabricated device from a trained run (sampled errors, or measured PSFs)."""
+    from onnx_run.fabrication.device import build_error_models, parse_error_spec
+
+    pipe = _open_run(run_dir)
+    errors = [parse_error_spec(e) for e in error_models] if error_models else list(pipe.cfg.fabricate.errors)
+    if measured_psfs and not error_models:
+        errors = [e for e in errors if e.get("name") == "sensor-noise"]
+    build_error_models(errors, key="--error-model")  # validate before any work
+    student = student or pipe.fabricated_student()
+    if student not in pipe.cfg.students.methods:
+        raise UserError(f"--student {student!r}: this run trained {', '.join(pipe.cfg.students.methods)}")
+    student_seed = pipe.cfg.run.seed if student_seed is None else student_seed
+    seed = pipe.cfg.fabricate.seed if seed is None else seed
+    info: dict[str, Any] = {"student": student, "student_seed": student_seed, "device_seed": seed, "errors": errors}
+    if measured_psfs:
+        info["measured_psfs"] = str(Path(measured_psfs).resolve())
+    info["name"] = name or (f"{student}-seed{student_seed}-" + ("measured" if measured_psfs else f"s{seed}"))
+    pipe.write_device(info)
+    click.echo(f"device {info['name']!r}: {pipe.device_dir(info['name'])}")
+
+
+@cli.command("finetune")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--device", "device_name", help="device name under RUN_DIR/fabricated (default: every device)")
+@click.option("--method", "methods", default="none,e2e,ntkd", show_default=True,
+              help="comma-separated: none (no compensation), e2e (task loss), kd, ntkd")
+@click.option("--fraction", type=float, default=None, help="fraction of the training set captured (finetune.fraction)")
+@click.option("--captures", type=click.Path(dir_okay=False), help=".npz of captured feature maps from a real device")
+def finetune_cmd(run_dir, device_name, methods, fraction, captures) -> None:
+    """Backend-only fine-tuning of fabricated devices; prints the compensation table."""
+    from onnx_run.fabrication.finetune import FINETUNE_METHODS
+    from onnx_run.report.tables import fmt, mean_std
+
+    pipe = _open_run(run_dir)
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    for m in chosen:
+        if m not in FINETUNE_METHODS:
+            raise UserError(f"--method: unknown method {m!r}; allowed: {', '.join(FINETUNE_METHODS)}")
+        if m in ("kd", "ntkd") and m not in pipe.cfg.methods["distill"]:
+            raise UserError(f"--method {m}: the run config has no [distill.{m}] settings")
+    if fraction is not None and not 0 < fraction <= 1:
+        raise UserError(f"--fraction: must be in (0, 1], got {fraction}")
+    base = pipe.run_dir / "fabricated"
+    names = [device_name] if device_name else sorted(p.name for p in base.glob("*") if (p / "device.json").exists())
+    if not names:
+        raise UserError(f"{base}: no fabricated devices; run onnx-run fabricate {run_dir} first")
+    rows = []
+    for name in names:
+        rows += pipe.compensate_device(name, chosen, fraction=fraction, captures=Path(captures) if captures else None)
+    primary = pipe.task.primary_metric
+    click.echo(f"| compensation | test {primary} (%) | devices |")
+    click.echo("|---|---|---|")
+    for m in chosen:
+        vals = [r[f"test_{primary}"] for r in rows if r["method"] == m]
+        mean, std = mean_std(vals)
+        click.echo(f"| {m} | {fmt(mean, std, len(vals))} | {len(vals)} |")
 
 
 def _add_plugin_commands() -> None:

@@ -78,6 +78,13 @@ class OpticalFrontend(nn.Module):
         """
         return copy.deepcopy(self), {"exact": True}
 
+    def load_realised(self, state: dict[str, Any]) -> "OpticalFrontend":
+        """Rebuild a realised frontend from the state dict of one returned by :meth:`realise`
+        (the pipeline stores state dicts, never pickled modules)."""
+        clone = copy.deepcopy(self)
+        clone.load_state_dict(state)
+        return clone
+
     def frozen(self) -> "OpticalFrontend":
         """A copy with every parameter frozen (a fabricated device cannot learn)."""
         clone = copy.deepcopy(self)
@@ -129,6 +136,12 @@ class Task:
     def build_backend(self, feature_shape: tuple[int, int, int], num_outputs: int) -> nn.Module:
         """The digital backend mapping optical features (B, K, H', W') to outputs."""
         raise NotImplementedError
+
+    def backend_for_estimate(self, feature_shape: tuple[int, int, int], num_outputs: int,
+                             width_multiplier: int) -> nn.Module:
+        """The backend of ``onnx-run estimate``'s reference network, hidden widths multiplied
+        towards the wide limit. Default: the ordinary backend."""
+        return self.build_backend(feature_shape, num_outputs)
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -75,12 +75,52 @@ class StudentSettings:
     methods: list[str] = attrs.field(factory=lambda: ["none", "kd", "ntkd"], validator=_method_list)
 
 
+def _default_errors() -> list[dict[str, Any]]:
+    return [
+        {"name": "brightness", "sigma": 0.1},
+        {"name": "misalignment", "shift_px": 0.5, "rotation_deg": 1.0},
+        {"name": "kernel-error", "sigma": 0.1},
+        {"name": "sensor-noise"},
+    ]
+
+
+@attrs.define(kw_only=True)
+class FabricateSettings:
+    """Which trained student becomes a device, and the error models of its fabrication.
+
+    ``errors``: a list of tables ``{name = "...", <settings>}`` of registered error models,
+    applied in order; ``devices``: fabricated devices per student seed, each sampled from
+    ``seed + index``.
+    """
+
+    student: str = "ntkd"
+    errors: list[dict[str, Any]] = attrs.field(factory=_default_errors)
+    devices: int = attrs.field(default=1, validator=[v.ge(1), v.le(100)])
+    seed: int = attrs.field(default=1000, validator=v.ge(0))
+
+
+@attrs.define(kw_only=True)
+class FinetuneSettings(TrainSettings):
+    """Backend-only compensation after fabrication, on ``fraction`` of the training images
+    captured through the device. ``methods``: none (no compensation), e2e (task loss), kd,
+    ntkd (NTK w.r.t. the backend parameters, teacher on raw images; settings from
+    [distill.ntkd])."""
+
+    methods: list[str] = attrs.field(factory=lambda: ["none", "e2e", "ntkd"], validator=_method_list)
+    fraction: float = attrs.field(default=0.1, validator=[v.gt(0), v.le(1)])
+    epochs: int = attrs.field(default=15, validator=[v.ge(0), v.le(10000)])
+    lr: float = attrs.field(default=1e-3, validator=v.gt(0))
+    batch_size: int = attrs.field(default=64, validator=v.ge(1))
+
+
 #: core section name -> attrs class; later stages add theirs with :func:`add_section`
 SECTIONS: dict[str, type] = {
     "run": RunSettings,
     "train": TrainSettings,
     "teacher_train": TeacherTrainSettings,
     "students": StudentSettings,
+    "fabricate": FabricateSettings,
+    "finetune": FinetuneSettings,
 }
 
 #: component section -> (registry kind, default name or None = required)
@@ -353,7 +393,9 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
     methods: dict[str, dict[str, ComponentChoice]] = {}
     for section, (kind, list_key) in METHOD_SECTIONS.items():
         owner, _, attr = list_key.partition(".")
-        names = getattr(sections[owner], attr)
+        names = list(getattr(sections[owner], attr))
+        if section == "distill":  # fine-tuning losses after fabrication take their settings here too
+            names += [m for m in sections["finetune"].methods if m not in ("none", "e2e") and m not in names]
         tables = raw.get(section, {})
         if not isinstance(tables, Mapping):
             raise UserError(f"{section}: expected tables per method, e.g. [{section}.{names[0]}]")

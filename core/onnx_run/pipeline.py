@@ -1,6 +1,6 @@
 """The pipeline: stages run in order, each skipping work already done in the run directory.
 
-Stages: teacher -> students -> report. Every stage is resumable: a student whose
+Stages: estimate -> teacher -> students -> realise -> fabricate -> compensate -> report. Every stage is resumable: a student whose
 summary.json exists is not retrained; one with a last.pt continues from it.
 Everything that can fail on user input (config, plugins, data files, checkpoint shapes) is
 checked before the run directory is created, so bad input never leaves half a run behind.
@@ -21,7 +21,7 @@ from onnx_run.errors import UserError
 from onnx_run.train.checkpoint import atomic_write_text, write_json
 from onnx_run.train.loop import resolve_device, seed_everything, train_model
 
-STAGES: tuple[str, ...] = ("teacher", "students", "report")
+STAGES: tuple[str, ...] = ("estimate", "teacher", "students", "realise", "fabricate", "compensate", "report")
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -123,8 +123,8 @@ class Pipeline:
 
     def stage_students(self) -> dict[str, list[dict[str, Any]]]:
         results: dict[str, list[dict[str, Any]]] = {}
-        for method, choice in self.cfg.methods["distill"].items():
-            loss_fn = choice.build()
+        for method in self.cfg.students.methods:
+            loss_fn = self.cfg.methods["distill"][method].build()
             for seed in self.seeds():
                 run_dir = self.student_dir(method, seed)
                 if (run_dir / "summary.json").exists():
@@ -139,17 +139,208 @@ class Pipeline:
                 results.setdefault(method, []).append(summary)
         return results
 
+    def stage_estimate(self) -> dict[str, Any]:
+        path = self.run_dir / "estimate.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        from onnx_run.estimate.ntk_estimate import estimate_design
+
+        row = estimate_design(self.cfg, splits=self.splits, progress=self.progress)
+        write_json(path, row)
+        return row
+
+    # -- after training: realise, fabricate, compensate ------------------------------------
+    def fabricated_student(self) -> str:
+        """The student method whose optics become devices (fabricate.student if trained)."""
+        method = self.cfg.fabricate.student
+        methods = list(self.cfg.students.methods)
+        return method if method in methods else methods[-1]
+
+    def _student_state(self, method: str, seed: int) -> dict[str, torch.Tensor]:
+        from onnx_run.train.checkpoint import load_checkpoint
+
+        path = self.student_dir(method, seed) / "best.pt"
+        if not path.exists():
+            raise UserError(f"{path}: missing; train the students first (onnx-run --resume {self.run_dir})")
+        return load_checkpoint(path, map_location="cpu")["model"]
+
+    def realised_dir(self, seed: int, method: str | None = None) -> Path:
+        return self.run_dir / "realised" / f"{method or self.fabricated_student()}-seed{seed}"
+
+    def realised_frontend(self, seed: int, method: str | None = None):
+        """(trained student, its frontend realised physically); the realisation is cached."""
+        from onnx_run.train.checkpoint import load_checkpoint, save_checkpoint
+
+        method = method or self.fabricated_student()
+        model = self.build_student(seed)
+        model.load_state_dict(self._student_state(method, seed))
+        out = self.realised_dir(seed, method)
+        if (out / "frontend.pt").exists():
+            return model, model.frontend.load_realised(load_checkpoint(out / "frontend.pt")["model"])
+        realised, report = model.frontend.realise(progress=self.progress)
+        out.mkdir(parents=True, exist_ok=True)
+        files = realised.export(out / "export")
+        write_json(out / "report.json", {**report, "files": [str(f) for f in files]})
+        save_checkpoint(out / "frontend.pt", {"model": realised.state_dict()})
+        return model, realised
+
+    def stage_realise(self) -> dict[str, Any]:
+        from onnx_run.train.loop import evaluate
+
+        rows = []
+        for seed in self.seeds():
+            out = self.realised_dir(seed)
+            if (out / "summary.json").exists():
+                rows.append(json.loads((out / "summary.json").read_text()))
+                continue
+            model, realised = self.realised_frontend(seed)
+            hybrid = HybridModel(realised, model.backend).to(self.device)
+            test = evaluate(hybrid, self.task, self.splits.test, device=self.device)
+            ideal = evaluate(model.to(self.device), self.task, self.splits.test, device=self.device)
+            summary = {"seed": seed, "student": self.fabricated_student(),
+                       **{f"test_{k}": x for k, x in test.items()}, **{f"ideal_test_{k}": x for k, x in ideal.items()},
+                       **json.loads((out / "report.json").read_text())}
+            write_json(out / "summary.json", summary)
+            rows.append(summary)
+        return {"realised": rows}
+
+    # -- devices ---------------------------------------------------------------------------
+    def device_dir(self, name: str) -> Path:
+        return self.run_dir / "fabricated" / name
+
+    def config_devices(self) -> list[dict[str, Any]]:
+        """The devices the config asks for: fabricate.devices per student seed."""
+        student = self.fabricated_student()
+        return [{"name": f"{student}-seed{seed}-dev{i}", "student": student, "student_seed": seed,
+                 "device_seed": self.cfg.fabricate.seed + 1000 * seed + i, "errors": self.cfg.fabricate.errors}
+                for seed in self.seeds() for i in range(self.cfg.fabricate.devices)]
+
+    def build_device(self, info: dict[str, Any]):
+        """(trained student, fabricated frontend) rebuilt from a device description."""
+        from onnx_run.fabrication.device import FabricatedFrontend, build_error_models, fabricate
+
+        model, realised = self.realised_frontend(info["student_seed"], info["student"])
+        errors = build_error_models(info.get("errors", []))
+        if info.get("measured_psfs"):
+            from onnx_run.fabrication.measured import measured_frontend
+
+            frontend = measured_frontend(Path(info["measured_psfs"]), like=realised,
+                                         calibration=self.splits.train.tensors[0][:256])
+            return model, FabricatedFrontend(frontend.to(self.device), errors)
+        return model, fabricate(realised.to(self.device), errors, int(info["device_seed"]))
+
+    def write_device(self, info: dict[str, Any]) -> dict[str, Any]:
+        """Fabricate (or import) one device and store its description and frontend state."""
+        from onnx_run.train.checkpoint import save_checkpoint
+
+        out = self.device_dir(info["name"])
+        if (out / "device.json").exists():
+            existing = json.loads((out / "device.json").read_text())
+            if existing != json.loads(json.dumps(info)):
+                raise UserError(f"device {info['name']!r} exists in {out} with other settings; give another --name")
+            return existing
+        _, device = self.build_device(info)
+        out.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(out / "device.pt", {"model": device.frontend.state_dict()})
+        write_json(out / "device.json", info)
+        return info
+
+    def stage_fabricate(self) -> dict[str, Any]:
+        return {"devices": [self.write_device(info) for info in self.config_devices()]}
+
+    def compensate_device(self, name: str, methods: list[str] | None = None, *, fraction: float | None = None,
+                          captures: Path | None = None) -> list[dict[str, Any]]:
+        """Backend-only fine-tuning of one device's student; one summary per method."""
+        import attrs
+
+        from onnx_run.fabrication.finetune import backend_state, finetune_backend, finetune_subset
+
+        out = self.device_dir(name)
+        if not (out / "device.json").exists():
+            known = sorted(p.name for p in (self.run_dir / "fabricated").glob("*") if (p / "device.json").exists())
+            raise UserError(f"device {name!r}: not found in {self.run_dir / 'fabricated'}; devices: "
+                            f"{', '.join(known) or 'none (run onnx-run fabricate first)'}")
+        info = json.loads((out / "device.json").read_text())
+        settings = self.cfg.finetune
+        if fraction is not None:
+            settings = attrs.evolve(settings, fraction=fraction)
+        methods = list(methods or settings.methods)
+        tag = "" if captures is None and fraction is None else f"-f{settings.fraction:g}" + ("-captures" if captures else "")
+        base = out / f"finetune{tag}"
+        todo = [m for m in methods if not (base / m / "summary.json").exists()]
+        rows = []
+        ctx: dict[str, Any] = {}
+        if todo:
+            model, device = self.build_device(info)
+            seed = int(info["device_seed"])
+            if captures is not None:
+                from onnx_run.fabrication.measured import read_captures
+
+                cap = read_captures(captures, n_train=len(self.splits.train), feature_shape=self.feature_shape)
+                idx, feats = cap["indices"], cap["features"]
+            else:
+                idx = finetune_subset(len(self.splits.train), settings.fraction, seed)
+                feats = device.capture(self.splits.train.tensors[0][idx], seed=seed + 1)
+            val_f = device.capture(self.splits.val.tensors[0], seed=seed + 2)
+            test_f = device.capture(self.splits.test.tensors[0], seed=seed + 3)
+            if captures is not None and "test_features" in cap:
+                test_f = cap["test_features"]
+            backend = model.backend
+            backend.load_state_dict(backend_state(self._student_state(info["student"], info["student_seed"])))
+            teacher = self.teacher()[0] if any(m in ("kd", "ntkd") for m in todo) else None
+            ctx = dict(backend=backend, train_idx=idx, train_features=feats, val_features=val_f,
+                       test_features=test_f, teacher=teacher)
+        for method in methods:
+            path = base / method / "summary.json"
+            if method in todo:
+                summary = finetune_backend(task=self.task, splits=self.splits, method=method, settings=settings,
+                                           run_dir=base / method, seed=int(info["student_seed"]), device=self.device,
+                                           loss_choices=self.cfg.methods["distill"], progress=self.progress, **ctx)
+            else:
+                summary = json.loads(path.read_text())
+            rows.append({"method": method, "device": name, **summary})
+        return rows
+
+    def stage_compensate(self) -> dict[str, Any]:
+        rows = []
+        for info in self.config_devices():
+            if not (self.device_dir(info["name"]) / "device.json").exists():
+                self.write_device(info)
+            rows += self.compensate_device(info["name"])
+        return {"compensation": rows}
+
     def stage_report(self) -> dict[str, Any]:
+        from onnx_run.report.run_figures import make_figures
         from onnx_run.report.tables import write_results
 
-        return write_results(self.run_dir, primary=self.task.primary_metric)
+        figs = make_figures(self)
+        return write_results(self.run_dir, primary=self.task.primary_metric, figures=[str(f) for f in figs])
 
     def run(self, stages: tuple[str, ...] = STAGES, echo=print) -> dict[str, Any]:
+        """Run the stages in order, one status line per stage (inner progress bars below it)."""
         self.prepare()
         out: dict[str, Any] = {}
-        for stage in stages:
+        timings: dict[str, float] = {}
+        for i, stage in enumerate(stages, 1):
             t0 = time.perf_counter()
-            echo(f"[{stage}] ...")
+            echo(f"[{i}/{len(stages)}] {stage} ...")
             out[stage] = getattr(self, f"stage_{stage}")()
-            echo(f"[{stage}] done in {time.perf_counter() - t0:.1f} s")
+            timings[stage] = round(time.perf_counter() - t0, 2)
+            echo(f"[{i}/{len(stages)}] {stage} done in {timings[stage]:.1f} s{_stage_note(stage, out[stage])}")
+        path = self.run_dir / "timings.json"
+        previous = json.loads(path.read_text()) if path.exists() else {}
+        write_json(path, {**previous, **timings})
         return out
+
+
+def _stage_note(stage: str, result: Any) -> str:
+    """A short summary for the stage's status line."""
+    try:
+        if stage == "estimate":
+            return f": {result['num_kernels']} kernels, NTK estimate {result['estimate'] * 100:.1f} %"
+        if stage == "teacher":
+            primary = next(k for k in result if k.startswith("test_") and k != "test_loss")
+            return f": {result['name']} test {primary[5:]} {result[primary] * 100:.1f} %"
+    except (KeyError, StopIteration, TypeError):
+        pass
+    return ""

@@ -61,8 +61,87 @@ class SensorNoise(ErrorModel):
         return features + shot * electrons.sqrt() / cfg.photons_at_unit + read * cfg.read_sigma
 
 
+class _Misaligned(torch.nn.Module):
+    """Sensor displaced and rotated relative to the optics: the read-out is resampled."""
+
+    def __init__(self, inner: torch.nn.Module, shift_px: tuple[float, float], rotation_deg: float):
+        super().__init__()
+        self.inner = inner
+        self.shift_px = shift_px
+        self.rotation_deg = rotation_deg
+
+    def forward(self, x):
+        feats = self.inner(x)
+        return shift_rotate(feats, self.shift_px, self.rotation_deg)
+
+
+def shift_rotate(feats: torch.Tensor, shift_px: tuple[float, float], rotation_deg: float) -> torch.Tensor:
+    """Resample (B, K, H, W) maps shifted by (dy, dx) pixels and rotated about the centre
+    (bilinear, zeros outside: light that misses the sensor is lost)."""
+    import math
+
+    import torch.nn.functional as F
+
+    b, _, h, w = feats.shape
+    theta = math.radians(rotation_deg)
+    cos, sin = math.cos(theta), math.sin(theta)
+    dy, dx = shift_px
+    # normalised coordinates: x in [-1, 1] spans w pixels; output(p) = input(R^-1 (p - t))
+    mat = torch.tensor([[cos, sin * h / w, -2 * dx / w], [-sin * w / h, cos, -2 * dy / h]],
+                       dtype=feats.dtype, device=feats.device)
+    grid = F.affine_grid(mat.expand(b, 2, 3), list(feats.shape), align_corners=False)
+    return F.grid_sample(feats, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+@attrs.define(kw_only=True)
+class MisalignmentConfig:
+    """Kernel-to-pixel-grid misalignment: a lateral shift ~ N(0, shift_px) per axis (sensor
+    pixels, sub-pixel allowed) and a rotation ~ N(0, rotation_deg), sampled per device."""
+
+    shift_px: float = attrs.field(default=0.5, validator=v.ge(0))
+    rotation_deg: float = attrs.field(default=1.0, validator=v.ge(0))
+
+
+class Misalignment(ErrorModel):
+    def apply_to_frontend(self, frontend, generator):
+        d = torch.randn(3, generator=generator)
+        shift = (float(d[0]) * self.config.shift_px, float(d[1]) * self.config.shift_px)
+        return _Misaligned(frontend, shift, float(d[2]) * self.config.rotation_deg)
+
+
+@attrs.define(kw_only=True)
+class KernelErrorConfig:
+    """Fabrication error of the optical kernels: each PSF value scaled by (1 + sigma * N(0, 1)),
+    sampled per device (delta in the paper's error model)."""
+
+    sigma: float = attrs.field(default=0.1, validator=[v.ge(0), v.lt(1)])
+
+
+class KernelError(ErrorModel):
+    def apply_to_frontend(self, frontend, generator):
+        inner = frontend
+        while not hasattr(inner, "perturb_kernels") and hasattr(inner, "inner"):
+            inner = inner.inner  # through wrappers added by earlier error models
+        if not hasattr(inner, "perturb_kernels"):
+            raise NotImplementedError(
+                f"optics {type(inner).__name__} does not expose its kernels (no perturb_kernels); "
+                f"use its own error models instead"
+            )
+        perturbed = inner.perturb_kernels(self.config.sigma, generator)
+        if inner is frontend:
+            return perturbed
+        parent = frontend
+        while parent.inner is not inner:
+            parent = parent.inner
+        parent.inner = perturbed
+        return frontend
+
+
 def builtin_error_models():
     return [
         ("brightness", BrightnessError, BrightnessConfig, "device throughput scale a ~ N(1, sigma)"),
+        ("misalignment", Misalignment, MisalignmentConfig,
+         "sensor shift ~ N(0, shift_px) and rotation ~ N(0, rotation_deg) per device"),
+        ("kernel-error", KernelError, KernelErrorConfig, "PSF values scaled by 1 + sigma N(0,1) per device"),
         ("sensor-noise", SensorNoise, SensorNoiseConfig, "shot (Poisson, Gaussian approx.) + read noise per capture"),
     ]

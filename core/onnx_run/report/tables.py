@@ -42,12 +42,50 @@ def collect_students(run_dir: Path, primary: str) -> list[dict[str, Any]]:
     return rows
 
 
-def write_results(run_dir: Path, *, primary: str) -> dict[str, Any]:
+def collect_compensation(run_dir: Path, primary: str) -> list[dict[str, Any]]:
+    """After-fabrication rows: one per fine-tuning method, over student seeds x devices."""
+    by_method: dict[str, list[float]] = {}
+    walls: dict[str, list[float]] = {}
+    for summary in sorted((run_dir / "fabricated").glob("*/finetune/*/summary.json")):  # config devices only
+        data = json.loads(summary.read_text())
+        method = summary.parent.name
+        by_method.setdefault(method, []).append(data[f"test_{primary}"])
+        walls.setdefault(method, []).append(data.get("wall_time_s", 0.0))
+    order = {"none": 0, "e2e": 1, "kd": 2, "ntkd": 3}
+    rows = []
+    for method in sorted(by_method, key=lambda m: (order.get(m, 9), m)):
+        m, sd = mean_std(by_method[method])
+        rows.append({"method": method, "n": len(by_method[method]), f"test_{primary}_mean": m,
+                     f"test_{primary}_std": sd, f"test_{primary}_all": by_method[method],
+                     "wall_time_s_median": statistics.median(walls[method])})
+    return rows
+
+
+def collect_realised(run_dir: Path, primary: str) -> dict[str, Any] | None:
+    rows = [json.loads(p.read_text()) for p in sorted((run_dir / "realised").glob("*/summary.json"))]
+    if not rows:
+        return None
+    ideal = mean_std([r[f"ideal_test_{primary}"] for r in rows])
+    real = mean_std([r[f"test_{primary}"] for r in rows])
+    return {"student": rows[0].get("student"), "n": len(rows), "ideal_mean": ideal[0], "ideal_std": ideal[1],
+            "realised_mean": real[0], "realised_std": real[1],
+            "fit_error": [r.get("fit_error_mean") for r in rows if r.get("fit_error_mean") is not None]}
+
+
+def write_results(run_dir: Path, *, primary: str, figures: list[str] | None = None) -> dict[str, Any]:
     """results.json and results.md from the run directory's summaries."""
     run_dir = Path(run_dir)
     teacher = json.loads((run_dir / "teacher.json").read_text()) if (run_dir / "teacher.json").exists() else None
+    estimate = json.loads((run_dir / "estimate.json").read_text()) if (run_dir / "estimate.json").exists() else None
     students = collect_students(run_dir, primary)
-    results = {"primary_metric": primary, "teacher": teacher, "simulation": students}
+    realised = collect_realised(run_dir, primary)
+    compensation = collect_compensation(run_dir, primary)
+    errors = None
+    devices = sorted((run_dir / "fabricated").glob("*/device.json"))
+    if devices:
+        errors = json.loads(devices[0].read_text()).get("errors")
+    results = {"primary_metric": primary, "teacher": teacher, "estimate": estimate, "simulation": students,
+               "realised": realised, "fabrication_errors": errors, "after_fabrication": compensation}
     write_json(run_dir / "results.json", results)
     lines = [f"# Results: {run_dir.name}", ""]
     if teacher is not None and f"test_{primary}" in teacher:
@@ -61,5 +99,28 @@ def write_results(run_dir: Path, *, primary: str) -> dict[str, Any]:
             lines.append(f"| {r['method']} | {fmt(r[f'test_{primary}_mean'], r[f'test_{primary}_std'], r['n'])} "
                          f"| {r['n']} | {r['wall_time_s_median']:.1f} |")
         lines.append("")
+    if estimate is not None:
+        lines += [f"NTK estimate before training ({estimate['num_kernels']} kernels, random optics, "
+                  f"{estimate['n_train']} training images): {estimate['estimate'] * 100:.2f} %", ""]
+    if realised is not None:
+        lines += [f"## Realised optics (student `{realised['student']}`)", "",
+                  f"Test {primary} with ideal kernels {fmt(realised['ideal_mean'], realised['ideal_std'], realised['n'])}"
+                  f" %, with the realised physical design {fmt(realised['realised_mean'], realised['realised_std'], realised['n'])} %.", ""]
+    if compensation:
+        lines += ["## After fabrication (test " + primary + ", %, mean ± std over seeds x devices)", ""]
+        if errors:
+            desc = "; ".join(f"{e['name']}" + (" (" + ", ".join(f"{k}={v}" for k, v in e.items() if k != "name") + ")"
+                                               if len(e) > 1 else "") for e in errors)
+            lines += [f"Error models: {desc}.", ""]
+        labels = {"none": "no compensation", "e2e": "backend fine-tuned on task loss",
+                  "kd": "backend fine-tuned with KD", "ntkd": "backend fine-tuned with NTKD"}
+        lines += ["| compensation | " + primary + " | devices | wall time (median, s) |", "|---|---|---|---|"]
+        for r in compensation:
+            lines.append(f"| {labels.get(r['method'], r['method'])} | "
+                         f"{fmt(r[f'test_{primary}_mean'], r[f'test_{primary}_std'], r['n'])} | {r['n']} | "
+                         f"{r['wall_time_s_median']:.1f} |")
+        lines.append("")
+    if figures:
+        lines += ["## Figures", ""] + [f"![{Path(f).stem}]({Path(f).relative_to(run_dir)})" for f in figures] + [""]
     atomic_write_text(run_dir / "results.md", "\n".join(lines))
     return results

@@ -70,6 +70,11 @@ class ClassificationTask(Task):
         c = self.config
         return FCBackend(feature_shape, num_outputs, hidden=c.hidden, pool=c.pool, batchnorm=c.batchnorm)
 
+    def backend_for_estimate(self, feature_shape, num_outputs, width_multiplier):
+        c = self.config
+        return FCBackend(feature_shape, num_outputs, hidden=[h * width_multiplier for h in c.hidden], pool=c.pool,
+                         batchnorm=False)
+
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(outputs, targets)
 

@@ -232,7 +232,7 @@ def train_model(
             loss, logs = loss_fn(ctx)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
-                    f"{desc}: loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}; "
+                    f"{desc}: loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}; "
                     f"stopped, last good checkpoint kept in {last_path if last_path.exists() else run_dir}; "
                     f"lower train.lr / train.optics_lr"
                 )

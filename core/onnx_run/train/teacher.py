@@ -69,7 +69,7 @@ def get_teacher(cfg: RunConfig, task: Any, splits: Any, *, dataset: str, seed: i
                               seed=seed, device=device, desc=f"teacher {cfg.teacher.name}", progress=progress,
                               hooks=False)
         model.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device)["model"])
-        info = {"source": str(run_dir), "name": cfg.teacher.name, **summary}
+        info = {**summary, "source": str(run_dir), "name": cfg.teacher.name}
     info["parameters"] = sum(p.numel() for p in model.parameters())
     model.to(device).eval()
     for p in model.parameters():

@@ -1,0 +1,117 @@
+"""Accuracy reachable by a design, before training: NTK kernel ridge regression.
+
+What we compute: the empirical NTK of the hybrid network (the optics frontend with random
+kernels + a widened digital backend) on train/val/test images, averaged over several random
+initialisations. For a network in the NTK parametrisation the empirical kernel concentrates on
+its infinite-width limit as the hidden widths grow, and its expectation over initialisations
+is that limit's kernel for the readout layers; averaging over inits of a widened backend is
+therefore a Monte-Carlo estimate of the wide-limit kernel of "this optics + this backend
+architecture". Kernel ridge regression with it, y = K(X*, X)(K(X, X) + lambda I)^-1 Y on
+centred one-hot targets, is the prediction of the infinitely wide network trained to
+convergence with squared loss (Jacot et al. 2018; Arora et al. 2019). The ridge is chosen on
+the validation split; the estimate is the test metric of that prediction.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from onnx_run.components import HybridModel
+from onnx_run.config import RunConfig
+from onnx_run.train.loop import seed_everything
+
+DEFAULT_RIDGES = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+def _targets(y: torch.Tensor, num_outputs: int) -> torch.Tensor:
+    """Centred one-hot targets shaped like the task's outputs, flattened per sample."""
+    onehot = F.one_hot(y.long(), num_outputs).to(torch.float64)
+    if onehot.dim() > 2:  # dense (N, H, W, C) -> (N, C, H, W)
+        onehot = onehot.movedim(-1, 1)
+    return (onehot - 1.0 / num_outputs).flatten(1)
+
+
+def _subset(ds, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = ds.tensors[0], ds.tensors[1]
+    if n and x.shape[0] > n:
+        idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:n].sort().values
+        x, y = x[idx], y[idx]
+    return x, y
+
+
+def average_ntk(build: Callable[[int], HybridModel], x: torch.Tensor, *, reduce, inits: int, seed: int,
+                progress: bool = True, chunk: int = 0) -> torch.Tensor:
+    """Mean empirical NTK (float64) over ``inits`` random initialisations."""
+    from onnx_run.ntk import empirical_ntk
+
+    total = None
+    for i in tqdm(range(inits), desc="NTK over inits", disable=not progress, leave=False):
+        model = build(seed + i).eval()
+        k = empirical_ntk(model, x, reduce=reduce, method="structured").detach().to(torch.float64)
+        total = k if total is None else total + k
+    assert total is not None
+    return total / inits
+
+
+def estimate_design(cfg: RunConfig, *, inits: int = 3, width_multiplier: int = 4, max_train: int = 1000,
+                    max_eval: int = 400, progress: bool = True, ridges=DEFAULT_RIDGES,
+                    splits: Any = None) -> dict[str, Any]:
+    """Layout and NTK-regression accuracy estimate of the configured optics + task."""
+    from onnx_run.ntk import kernel_ridge_regression, select_ridge
+
+    t0 = time.perf_counter()
+    seed = cfg.run.seed
+    task = cfg.task.build()
+    seed_everything(seed)
+    probe = cfg.optics.build()
+    layout = probe.layout()
+    feature_shape = probe.feature_shape()
+    if splits is None:
+        splits = task.datasets(image_size=tuple(probe.input_size), channels=probe.in_channels, seed=seed)
+    num_outputs = task.num_outputs(splits)
+    xtr, ytr = _subset(splits.train, max_train, seed)
+    xva, yva = _subset(splits.val, max_eval, seed + 1)
+    xte, yte = _subset(splits.test, max_eval, seed + 2)
+    x_all = torch.cat([xtr, xva, xte])
+    ntr, nva = xtr.shape[0], xva.shape[0]
+
+    def build(s: int) -> HybridModel:
+        seed_everything(s)
+        frontend = cfg.optics.build()
+        backend = task.backend_for_estimate(feature_shape, num_outputs, width_multiplier)
+        return HybridModel(frontend, backend)
+
+    k = average_ntk(build, x_all, reduce=task.ntk_reduce, inits=inits, seed=seed, progress=progress)
+    k_tr = k[:ntr, :ntr]
+    k_va = k[ntr:ntr + nva, :ntr]
+    k_te = k[ntr + nva:, :ntr]
+    y_tr = _targets(ytr, num_outputs)
+    primary = task.primary_metric
+    out_shape = (num_outputs, *ytr.shape[1:])
+
+    def as_outputs(pred: torch.Tensor) -> torch.Tensor:
+        return pred.reshape(pred.shape[0], *out_shape).float()
+
+    def score(pred: torch.Tensor, y: torch.Tensor) -> float:
+        return task.metrics(as_outputs(pred), y)[primary]
+
+    ridge, scores = select_ridge(k_tr, y_tr, k_va, yva, ridges, score)
+    pred = kernel_ridge_regression(k_tr, k_te, y_tr, ridge=ridge)
+    test = task.metrics(as_outputs(pred), yte)
+    return {
+        "optics": cfg.optics.name, "task": cfg.task.name,
+        "dataset": getattr(cfg.task.config, "dataset", ""),
+        "num_kernels": layout.num_kernels, "layout": {"rows": layout.rows, "cols": layout.cols,
+                                                      "kernel_size_px": layout.kernel_size_px,
+                                                      **dict(layout.details)},
+        "feature_shape": list(feature_shape), "metric": primary,
+        "estimate": test[primary], "val": scores[ridge] if ridge in scores else None, "ridge": ridge,
+        "ridge_scores": {str(r): s for r, s in scores.items()},
+        "n_train": ntr, "n_val": nva, "n_test": xte.shape[0], "inits": inits, "width_multiplier": width_multiplier,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }

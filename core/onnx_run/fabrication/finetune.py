@@ -1,0 +1,92 @@
+"""Post-fabrication compensation: only the digital backend can still learn.
+
+The backend of a trained student is fine-tuned on ``fraction`` of the training images as
+captured through the fabricated (or measured) frontend. With ``ntkd`` the student's NTK is
+taken w.r.t. the backend parameters only (the backend sees captured feature maps) and the
+teacher's on the raw images, as in the paper.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from torch.utils.data import TensorDataset
+
+from onnx_run.distill.losses import NoDistillation
+from onnx_run.errors import UserError
+from onnx_run.train.checkpoint import write_json
+from onnx_run.train.loop import evaluate, train_model
+
+FINETUNE_METHODS = ("none", "e2e", "kd", "ntkd")
+
+
+@attrs.frozen
+class CapturedSplits:
+    """Training split of raw images (for the teacher) + captured features for val/test."""
+
+    train: TensorDataset
+    val: TensorDataset
+    test: TensorDataset
+    classes: tuple
+
+
+def finetune_subset(n_train: int, fraction: float, seed: int) -> torch.Tensor:
+    """The training indices captured through the device (seeded, sorted)."""
+    n = max(1, round(n_train * fraction))
+    return torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+
+
+def backend_state(student_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k[len("backend."):]: v for k, v in student_state.items() if k.startswith("backend.")}
+
+
+def finetune_backend(*, task, splits, backend: torch.nn.Module, train_idx: torch.Tensor, train_features: torch.Tensor,
+                     val_features: torch.Tensor, test_features: torch.Tensor, method: str, settings, run_dir: Path,
+                     seed: int, device: torch.device, teacher=None, loss_choices: dict[str, Any] | None = None,
+                     progress: bool = True) -> dict[str, Any]:
+    """Fine-tune (or, for ``none``, just evaluate) a copy of ``backend`` on captured features."""
+    if method not in FINETUNE_METHODS:
+        raise UserError(f"finetune.methods: unknown method {method!r}; allowed: {', '.join(FINETUNE_METHODS)}")
+    run_dir = Path(run_dir)
+    y_train = splits.train.tensors[1][train_idx]
+    data = CapturedSplits(
+        train=TensorDataset(splits.train.tensors[0][train_idx], y_train),
+        val=TensorDataset(val_features, splits.val.tensors[1]),
+        test=TensorDataset(test_features, splits.test.tensors[1]),
+        classes=tuple(getattr(splits, "classes", ())),
+    )
+    model = copy.deepcopy(backend).to(device)
+    if method == "none":
+        if (run_dir / "summary.json").exists():
+            import json
+
+            return json.loads((run_dir / "summary.json").read_text())
+        test = evaluate(model, task, data.test, device=device)
+        val = evaluate(model, task, data.val, device=device)
+        summary = {"name": "none", "seed": seed, "epochs": 0, "wall_time_s": 0.0,
+                   **{f"test_{k}": x for k, x in test.items()}, **{f"val_{k}": x for k, x in val.items()}}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "summary.json", summary)
+        return summary
+    choices = loss_choices or {}
+    if method == "e2e":
+        loss_fn = NoDistillation(None)
+    else:
+        if method not in choices:
+            raise UserError(f"finetune.methods: {method!r} needs its settings in [distill.{method}]")
+        loss_fn = choices[method].build()
+    teacher_kernel = None
+    if loss_fn.needs_teacher_kernel:
+        from onnx_run.ntk import TeacherKernelCache
+
+        cache = TeacherKernelCache(teacher, data.train.tensors[0].to(device), reduce=task.ntk_reduce)
+        teacher_kernel = lambda xb, idx: cache.kernel(idx.to(device))  # noqa: E731
+    # positions in the captured subset: train_model indexes train data and features alike
+    return train_model(model, task, data, settings, run_dir, loss_fn=loss_fn, seed=seed, device=device,
+                       teacher=teacher if loss_fn.needs_teacher else None, teacher_kernel=teacher_kernel,
+                       param_names=[n for n, p in model.named_parameters() if p.requires_grad],
+                       train_inputs=train_features, desc=f"finetune {method} seed {seed}", progress=progress)

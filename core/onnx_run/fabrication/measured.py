@@ -1,0 +1,221 @@
+"""A real device's data: measured PSFs and captured feature maps.
+
+Measured PSFs (``--measured-psfs DIR``): ``DIR/manifest.json`` maps files to kernels::
+
+    {"kernels": [
+        {"index": 0, "positive": "k0_pos.png", "negative": "k0_neg.png"},
+        {"index": 1, "positive": "k1.tiff"},                      # unsigned kernel
+        {"index": 2, "positive": ["k2_r.npy", "k2_g.npy", "k2_b.npy"]}   # one file per wavelength
+    ]}
+
+Files are PNG/TIFF (8 or 16 bit, read as linear intensity) or NPY (2-D float arrays).
+Registration: the median background is subtracted (negatives clipped to 0) and a window of
+the design's kernel size is cut around the intensity centroid (integer pixels; a sub-pixel
+residual is part of the misalignment the fine-tuning corrects). Normalisation: all PSFs are
+divided by one common factor (the largest PSF sum) so relative kernel efficiencies stay as
+measured, then a single gain is calibrated so that the mean absolute feature on a few
+training images equals that of the realised design (the camera's exposure is arbitrary).
+
+Captures (``--captures FILE``): a NumPy ``.npz`` with ``indices`` (N,) int, positions in the
+training split, and ``features`` (N, K, H', W') float, the recorded feature maps after
+signed-pair subtraction, shaped like the design's feature maps; optionally
+``test_features`` (N_test, K, H', W') for the whole test split in order (otherwise the test
+split is evaluated through the measured or simulated frontend).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from onnx_run.components import Layout, OpticalFrontend
+from onnx_run.errors import UserError
+
+PSF_SUFFIXES = (".png", ".tif", ".tiff", ".npy")
+
+
+def read_psf_image(path: Path) -> np.ndarray:
+    """One measured PSF as a 2-D float64 array of linear intensities."""
+    if not path.exists():
+        raise UserError(f"measured PSF {path}: file not found (listed in manifest.json)")
+    suffix = path.suffix.lower()
+    if suffix not in PSF_SUFFIXES:
+        raise UserError(f"measured PSF {path}: unsupported format {suffix!r}; use PNG, TIFF or NPY")
+    try:
+        if suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        else:
+            from PIL import Image
+
+            with Image.open(path) as img:
+                arr = np.asarray(img)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"measured PSF {path}: unreadable ({' '.join(str(exc).split())[:120]})") from None
+    arr = np.asarray(arr, dtype=np.float64)
+    if arr.ndim == 3:  # an RGB(A) image of a monochrome PSF: use the luminance-free sum
+        arr = arr[..., :3].sum(-1)
+    if arr.ndim != 2 or min(arr.shape) < 1:
+        raise UserError(f"measured PSF {path}: expected a 2-D image, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise UserError(f"measured PSF {path}: contains NaN or inf")
+    return arr
+
+
+def register_psf(arr: np.ndarray, size: int) -> np.ndarray:
+    """Background-subtract and cut a ``size`` window centred on the intensity centroid."""
+    img = np.clip(arr - np.median(arr), 0, None) if arr.size > size * size else np.clip(arr, 0, None)
+    total = img.sum()
+    if total <= 0:
+        raise UserError("measured PSF is empty after background subtraction")
+    ys, xs = np.indices(img.shape)
+    cy, cx = int(round((ys * img).sum() / total)), int(round((xs * img).sum() / total))
+    half = size // 2
+    pad = np.pad(img, half)
+    return pad[cy:cy + size, cx:cx + size]
+
+
+class MeasuredPSFFrontend(OpticalFrontend):
+    """A fixed frontend made of measured PSFs: incoherent convolution, signed pairs subtracted."""
+
+    def __init__(self, psfs: torch.Tensor, signs: list[tuple[int, int | None]], *, in_channels: int,
+                 input_size: tuple[int, int], feature_hw: tuple[int, int], gain: float = 1.0):
+        super().__init__(None)
+        self.in_channels = in_channels
+        self.input_size = tuple(input_size)
+        self.register_buffer("psfs", psfs.float())  # (P, C, k, k)
+        self.signs = signs  # per kernel: (index of positive PSF, index of negative PSF or None)
+        self.feature_hw = tuple(feature_hw)
+        self.gain = float(gain)
+
+    def layout(self) -> Layout:
+        return Layout(len(self.signs), 1, len(self.signs), int(self.psfs.shape[-1]), {"source": "measured PSFs"})
+
+    def raw(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.psfs.shape[-1]
+        # F.conv2d correlates: flip the PSFs for a true convolution
+        out = F.conv2d(x, self.psfs.flip(-1, -2).to(x), padding=k // 2)
+        maps = []
+        for pos, neg in self.signs:
+            maps.append(out[:, pos] - (out[:, neg] if neg is not None else 0))
+        feats = torch.stack(maps, 1)
+        if tuple(feats.shape[-2:]) != self.feature_hw:
+            feats = F.interpolate(feats, size=self.feature_hw, mode="area")
+        return feats
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gain * self.raw(x)
+
+    def kernels(self) -> torch.Tensor:
+        return torch.stack([self.psfs[p] - (self.psfs[n] if n is not None else 0) for p, n in self.signs])
+
+    def load_realised(self, state):
+        self.load_state_dict(state)
+        return self
+
+
+def _files(entry: Any, channels: int, where: str) -> list[str]:
+    files = entry if isinstance(entry, list) else [entry]
+    if not all(isinstance(f, str) for f in files):
+        raise UserError(f"{where}: expected a file name or a list of {channels} file names")
+    if len(files) == 1 and channels > 1:
+        raise UserError(f"{where}: the design has {channels} wavelength channels; give a list of {channels} files")
+    if len(files) != channels:
+        raise UserError(f"{where}: expected {channels} file(s), got {len(files)}")
+    return files
+
+
+def load_measured_psfs(directory: Path, *, num_kernels: int, channels: int, kernel_size: int
+                       ) -> tuple[torch.Tensor, list[tuple[int, int | None]]]:
+    """Read, register and normalise the PSFs listed in ``directory/manifest.json``."""
+    directory = Path(directory)
+    manifest_path = directory / "manifest.json"
+    if not manifest_path.exists():
+        raise UserError(f"--measured-psfs {directory}: no manifest.json (see docs/fabrication.md for the layout)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        entries = manifest["kernels"]
+        assert isinstance(entries, list)
+    except (json.JSONDecodeError, KeyError, AssertionError, TypeError):
+        raise UserError(f"{manifest_path}: expected JSON {{\"kernels\": [{{\"index\": 0, \"positive\": FILE, "
+                        f"\"negative\": FILE}}, ...]}}") from None
+    by_index: dict[int, dict[str, Any]] = {}
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("index"), int) or "positive" not in entry:
+            raise UserError(f"{manifest_path}: kernels[{i}] needs an integer 'index' and a 'positive' file")
+        if entry["index"] in by_index:
+            raise UserError(f"{manifest_path}: kernel {entry['index']} listed twice")
+        by_index[entry["index"]] = entry
+    missing = [k for k in range(num_kernels) if k not in by_index]
+    extra = [k for k in by_index if not 0 <= k < num_kernels]
+    if missing or extra:
+        raise UserError(f"{manifest_path}: the design has kernels 0..{num_kernels - 1}; "
+                        f"missing {missing}" + (f", unexpected {extra}" if extra else ""))
+    psfs: list[np.ndarray] = []
+    signs: list[tuple[int, int | None]] = []
+    for k in range(num_kernels):
+        entry = by_index[k]
+        ids: list[int | None] = []
+        for part in ("positive", "negative"):
+            if part not in entry:
+                ids.append(None)
+                continue
+            files = _files(entry[part], channels, f"{manifest_path}: kernel {k} {part}")
+            stack = np.stack([register_psf(read_psf_image(directory / f), kernel_size) for f in files])
+            psfs.append(stack)
+            ids.append(len(psfs) - 1)
+        signs.append((ids[0], ids[1]))  # type: ignore[arg-type]
+    arr = np.stack(psfs)  # (P, C, k, k)
+    arr = arr / arr.reshape(arr.shape[0], -1).sum(1).max()
+    return torch.from_numpy(arr), signs
+
+
+def measured_frontend(directory: Path, *, like: OpticalFrontend, calibration: torch.Tensor) -> MeasuredPSFFrontend:
+    """A frontend from measured PSFs, shaped and calibrated like the realised design ``like``."""
+    kernels = like.kernels()
+    k_count, channels, size = int(kernels.shape[0]), int(kernels.shape[1]), int(kernels.shape[-1])
+    psfs, signs = load_measured_psfs(directory, num_kernels=k_count, channels=channels, kernel_size=size)
+    feat = like.feature_shape()
+    front = MeasuredPSFFrontend(psfs, signs, in_channels=like.in_channels, input_size=tuple(like.input_size),
+                                feature_hw=tuple(feat[1:]))
+    with torch.no_grad():
+        dev = next(iter(like.parameters()), torch.empty(0)).device
+        ref = like(calibration.to(dev)).abs().mean()
+        raw = front.raw(calibration.to(dev).float()).abs().mean()
+    front.gain = float(ref / raw) if raw > 0 else 1.0
+    return front
+
+
+def read_captures(path: Path, *, n_train: int, feature_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    """Captured feature maps for fine-tuning (see the module docstring for the .npz layout)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"--captures {path}: file not found")
+    try:
+        data = np.load(path, allow_pickle=False)
+        arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--captures {path}: not a readable .npz ({' '.join(str(exc).split())[:100]})") from None
+    for key in ("indices", "features"):
+        if key not in arrays:
+            raise UserError(f"--captures {path}: missing array {key!r}; expected 'indices' (N,) and "
+                            f"'features' (N, {', '.join(map(str, feature_shape))})")
+    idx, feats = arrays["indices"], arrays["features"]
+    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
+        raise UserError(f"--captures {path}: 'indices' must be a 1-D integer array, got {idx.dtype} {idx.shape}")
+    if idx.size == 0 or idx.min() < 0 or idx.max() >= n_train or len(set(idx.tolist())) != idx.size:
+        raise UserError(f"--captures {path}: 'indices' must be distinct positions in the training split 0..{n_train - 1}")
+    if tuple(feats.shape) != (idx.size, *feature_shape):
+        raise UserError(f"--captures {path}: 'features' has shape {tuple(feats.shape)}; expected "
+                        f"({idx.size}, {', '.join(map(str, feature_shape))}) to match 'indices' and the design")
+    out = {"indices": torch.from_numpy(idx.astype(np.int64)), "features": torch.from_numpy(feats.astype(np.float32))}
+    if "test_features" in arrays:
+        tf = arrays["test_features"]
+        if tf.ndim != 4 or tuple(tf.shape[1:]) != tuple(feature_shape):
+            raise UserError(f"--captures {path}: 'test_features' must be (N_test, {', '.join(map(str, feature_shape))})")
+        out["test_features"] = torch.from_numpy(tf.astype(np.float32))
+    return out

@@ -1,0 +1,116 @@
+"""Figures of a run directory (PNG, matplotlib, no screen needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+METHOD_COLOURS = {"none": "tab:gray", "kd": "tab:orange", "ntkd": "tab:blue", "e2e": "tab:green", "teacher": "k"}
+
+
+def learning_curves(run_dir: Path, path: Path, primary: str) -> Path | None:
+    """Validation metric per epoch for every student (one line per seed, colour per method)."""
+    base = Path(run_dir) / "students"
+    if not base.exists():
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    drawn = False
+    for method_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+        for i, metrics in enumerate(sorted(method_dir.glob("seed*/metrics.jsonl"))):
+            rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
+            if not rows:
+                continue
+            ep = [r["epoch"] + 1 for r in rows]
+            colour = METHOD_COLOURS.get(method_dir.name)
+            label = method_dir.name if i == 0 else None
+            axes[0].plot(ep, [r.get("train_task_loss", r.get("train_loss")) for r in rows], color=colour, label=label,
+                         alpha=0.8)
+            axes[1].plot(ep, [100 * r[f"val_{primary}"] for r in rows], color=colour, label=label, alpha=0.8)
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    axes[0].set(xlabel="epoch", ylabel="train task loss", title="training")
+    axes[1].set(xlabel="epoch", ylabel=f"val {primary} (%)", title="validation")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def confusion_matrix_figure(outputs: torch.Tensor, targets: torch.Tensor, classes: Sequence[str], path: Path,
+                            title: str) -> Path:
+    from sklearn.metrics import confusion_matrix
+
+    pred = outputs.argmax(1).numpy()
+    cm = confusion_matrix(targets.numpy(), pred, labels=list(range(len(classes))))
+    fig, ax = plt.subplots(figsize=(5, 4.5), dpi=110)
+    im = ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(classes)), classes, fontsize=8)
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            if cm[i, j]:
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def kernels_figure(rows: dict[str, torch.Tensor], path: Path, title: str = "optical kernels") -> Path:
+    """Signed kernels (K, C, kh, kw), one row per version (ideal / realised / fabricated)."""
+    names = list(rows)
+    k = min(max(int(t.shape[0]) for t in rows.values()), 16)
+    fig, axes = plt.subplots(len(names), k, figsize=(1.1 * k + 1, 1.2 * len(names) + 0.6), dpi=110, squeeze=False)
+    for r, name in enumerate(names):
+        kern = rows[name].detach().float().cpu()
+        kern = kern.mean(1) if kern.dim() == 4 else kern  # average wavelength channels for display
+        vmax = float(kern.abs().max()) or 1.0
+        for c in range(k):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < kern.shape[0]:
+                ax.imshow(kern[c].numpy(), cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def robustness_figure(points: list[dict[str, Any]], path: Path, primary: str, xlabel: str) -> Path:
+    """Accuracy vs error magnitude, with and without compensation."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=110)
+    methods = sorted({p["method"] for p in points}, key=lambda m: ["none", "e2e", "kd", "ntkd"].index(m)
+                     if m in ["none", "e2e", "kd", "ntkd"] else 9)
+    for m in methods:
+        pts = sorted((p["magnitude"], p[primary]) for p in points if p["method"] == m)
+        xs = sorted({x for x, _ in pts})
+        means = [np.mean([y for x2, y in pts if x2 == x]) * 100 for x in xs]
+        stds = [np.std([y for x2, y in pts if x2 == x]) * 100 for x in xs]
+        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=m, color=METHOD_COLOURS.get(m))
+    ax.set(xlabel=xlabel, ylabel=f"test {primary} (%)", title="robustness to fabrication errors")
+    ax.grid(alpha=0.3)
+    ax.legend(title="compensation")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,204 @@
+"""Error models, fabricated devices, measured PSFs, captures and backend-only fine-tuning."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from onnx_run.errors import UserError
+from onnx_run.fabrication.device import build_error_models, fabricate, parse_error_spec
+from onnx_run.fabrication.errors import shift_rotate
+from onnx_run.fabrication.measured import load_measured_psfs, measured_frontend, read_captures
+
+
+@pytest.fixture
+def frontend(tiny_optics):
+    from onnx_run.plugins import registry
+
+    comp = registry()["optics"]["tiny"]
+    torch.manual_seed(0)
+    return comp.factory(comp.config())
+
+
+def test_parse_error_spec():
+    assert parse_error_spec("brightness:sigma=0.2") == {"name": "brightness", "sigma": 0.2}
+    assert parse_error_spec("sensor-noise") == {"name": "sensor-noise"}
+    with pytest.raises(UserError, match="expected NAME or NAME:key=value"):
+        parse_error_spec("brightness:sigma")
+
+
+def test_bad_error_model_settings_are_one_line():
+    with pytest.raises(UserError, match=r"fabricate.errors\[0\].sigma: must be >= 0, got -1.0"):
+        build_error_models([{"name": "brightness", "sigma": -1}])
+    with pytest.raises(UserError, match=r"fabricate.errors\[0\].name: unknown error model 'nope'; registered:"):
+        build_error_models([{"name": "nope"}])
+
+
+@pytest.mark.parametrize("spec", [
+    {"name": "brightness", "sigma": 0.2},
+    {"name": "misalignment", "shift_px": 0.7, "rotation_deg": 2.0},
+    {"name": "kernel-error", "sigma": 0.2},
+])
+def test_static_error_models_change_frontend_reproducibly(frontend, spec):
+    x = torch.rand(4, 1, 16, 16)
+    ideal = frontend(x)
+    a = fabricate(frontend, build_error_models([spec]), seed=5)(x)
+    b = fabricate(frontend, build_error_models([spec]), seed=5)(x)
+    c = fabricate(frontend, build_error_models([spec]), seed=6)(x)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, ideal, atol=1e-4) and not torch.allclose(a, c, atol=1e-4)
+    assert all(not p.requires_grad for p in fabricate(frontend, build_error_models([spec]), 5).parameters())
+
+
+def test_brightness_is_a_pure_scale(frontend):
+    x = torch.rand(3, 1, 16, 16)
+    out = fabricate(frontend, build_error_models([{"name": "brightness", "sigma": 0.3}]), seed=1)(x)
+    ratio = out / frontend(x)
+    assert torch.allclose(ratio, ratio.flatten()[0].expand_as(ratio), rtol=1e-5)
+    assert abs(float(ratio.flatten()[0].detach()) - 1) > 1e-3
+
+
+def test_shift_rotate_matches_closed_forms():
+    img = torch.zeros(1, 1, 9, 9)
+    img[0, 0, 4, 4] = 1.0
+    shifted = shift_rotate(img, (1.0, -2.0), 0.0)  # integer shift moves the impulse exactly
+    assert shifted[0, 0, 5, 2] == pytest.approx(1.0, abs=1e-6)
+    half = shift_rotate(img, (0.0, 0.5), 0.0)  # half a pixel splits it in two
+    assert half[0, 0, 4, 4] == pytest.approx(0.5, abs=1e-6) and half[0, 0, 4, 5] == pytest.approx(0.5, abs=1e-6)
+    bar = torch.zeros(1, 1, 9, 9)
+    bar[0, 0, 4, :] = 1.0
+    rot = shift_rotate(bar, (0.0, 0.0), 90.0)  # a horizontal bar turns vertical
+    assert torch.allclose(rot[0, 0, :, 4], torch.ones(9), atol=1e-5) and rot[0, 0, 4].sum() == pytest.approx(1, abs=1e-4)
+
+
+def test_sensor_noise_per_capture_mean_preserved(frontend):
+    from onnx_run.fabrication.errors import SensorNoise, SensorNoiseConfig
+
+    noise = SensorNoise(SensorNoiseConfig(photons_at_unit=100.0, read_sigma=0.05))
+    clean = torch.full((20000,), 2.0)
+    gen = torch.Generator().manual_seed(0)
+    noisy = noise.apply_to_measurement(clean, gen)
+    assert float(noisy.mean()) == pytest.approx(2.0, abs=0.01)  # unbiased: no doubled signal
+    assert float(noisy.var()) == pytest.approx(2.0 / 100 + 0.05**2, rel=0.05)
+    device = fabricate(frontend, [noise], seed=0)
+    x = torch.rand(5, 1, 16, 16)
+    assert torch.equal(device.capture(x, seed=3), device.capture(x, seed=3))
+    assert not torch.equal(device.capture(x, seed=3), device.capture(x, seed=4))
+
+
+def _write_psfs(tmp_path, psfs, fmt):
+    entries = []
+    for k, (pos, neg) in enumerate(psfs):
+        entry = {"index": k}
+        for part, arr in (("positive", pos), ("negative", neg)):
+            name = f"k{k}_{part}.{fmt}"
+            if fmt == "npy":
+                np.save(tmp_path / name, arr)
+            else:
+                big = np.zeros((40, 40))
+                big[10:10 + arr.shape[0], 17:17 + arr.shape[1]] = arr  # off-centre, on a dark frame
+                Image.fromarray(np.round(big / big.max() * 65535).astype(np.uint16)).save(tmp_path / name)
+            entry[part] = name
+        entries.append(entry)
+    (tmp_path / "manifest.json").write_text(json.dumps({"kernels": entries}))
+
+
+@pytest.mark.parametrize("fmt", ["npy", "png"])
+def test_measured_psf_import_round_trips(tmp_path, fmt):
+    rng = np.random.default_rng(0)
+    psfs = []
+    for _ in range(2):
+        pos = np.zeros((5, 5))
+        pos[1:4, 1:4] = rng.random((3, 3)) + 0.5
+        neg = np.zeros((5, 5))
+        neg[2, 1:4] = rng.random(3) + 0.5
+        psfs.append((pos, neg))
+    _write_psfs(tmp_path, psfs, fmt)
+    loaded, signs = load_measured_psfs(tmp_path, num_kernels=2, channels=1, kernel_size=5)
+    assert signs == [(0, 1), (2, 3)]
+    got = loaded[:, 0].numpy()
+    for i, arr in enumerate([p for pair in psfs for p in pair]):
+        # same shape up to one global scale, re-centred on the centroid
+        a = arr / arr.sum()
+        b = got[i] / got[i].sum()
+        ys, xs = np.indices(a.shape)
+        shift = (int(round((ys * a).sum())) - 2, int(round((xs * a).sum())) - 2)
+        assert np.allclose(np.roll(b, shift, axis=(0, 1)), a, atol=2e-4 if fmt == "png" else 1e-12)
+
+
+def test_measured_psf_errors(tmp_path, frontend):
+    with pytest.raises(UserError, match="no manifest.json"):
+        load_measured_psfs(tmp_path, num_kernels=1, channels=1, kernel_size=5)
+    (tmp_path / "manifest.json").write_text(json.dumps({"kernels": [{"index": 0, "positive": "a.npy"}]}))
+    with pytest.raises(UserError, match=r"kernels 0..1; missing \[1\]"):
+        load_measured_psfs(tmp_path, num_kernels=2, channels=1, kernel_size=5)
+    with pytest.raises(UserError, match=r"measured PSF .*a.npy: file not found"):
+        load_measured_psfs(tmp_path, num_kernels=1, channels=1, kernel_size=5)
+    (tmp_path / "a.npy").write_bytes(b"garbage")
+    with pytest.raises(UserError, match=r"a.npy: unreadable"):
+        load_measured_psfs(tmp_path, num_kernels=1, channels=1, kernel_size=5)
+
+
+def test_measured_frontend_reproduces_known_kernels(tmp_path, frontend):
+    """PSFs exported from a frontend and imported back give the same features (gain-calibrated)."""
+    with torch.no_grad():  # centro-symmetric PSFs: centroid registration leaves them in place
+        frontend.weight.copy_((frontend.weight.square() + frontend.weight.square().flip(-1, -2)).sqrt() / 2**0.5)
+    w = frontend.weight.detach().square()  # TinyOptics' non-negative PSFs
+    entries = []
+    for k in range(w.shape[0]):
+        np.save(tmp_path / f"k{k}.npy", w[k, 0].flip(-1, -2).double().numpy())  # conv2d correlates
+        entries.append({"index": k, "positive": f"k{k}.npy"})
+    (tmp_path / "manifest.json").write_text(json.dumps({"kernels": entries}))
+    x = torch.rand(8, 1, 16, 16)
+    meas = measured_frontend(tmp_path, like=frontend, calibration=x)
+    assert torch.allclose(meas(x), frontend(x), rtol=1e-4, atol=1e-5)
+
+
+def test_read_captures_validates(tmp_path):
+    good = tmp_path / "cap.npz"
+    np.savez(good, indices=np.array([0, 3, 5]), features=np.zeros((3, 4, 8, 8), np.float32))
+    cap = read_captures(good, n_train=10, feature_shape=(4, 8, 8))
+    assert cap["indices"].tolist() == [0, 3, 5] and cap["features"].shape == (3, 4, 8, 8)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, indices=np.array([0, 3]), features=np.zeros((2, 5, 8, 8)))
+    with pytest.raises(UserError, match=r"'features' has shape \(2, 5, 8, 8\); expected \(2, 4, 8, 8\)"):
+        read_captures(bad, n_train=10, feature_shape=(4, 8, 8))
+    np.savez(bad, indices=np.array([0, 30]), features=np.zeros((2, 4, 8, 8)))
+    with pytest.raises(UserError, match=r"positions in the training split 0..9"):
+        read_captures(bad, n_train=10, feature_shape=(4, 8, 8))
+    np.savez(bad, features=np.zeros((2, 4, 8, 8)))
+    with pytest.raises(UserError, match=r"missing array 'indices'"):
+        read_captures(bad, n_train=10, feature_shape=(4, 8, 8))
+
+
+def test_finetune_changes_only_backend(tmp_path, tiny_optics):
+    from onnx_run.components import HybridModel
+    from onnx_run.config import load_config
+    from onnx_run.fabrication.finetune import finetune_backend, finetune_subset
+
+    cfg = load_config(None, ["finetune.epochs=2"], {"optics": "tiny", "distill": "none"})
+    task = cfg.task.build()
+    splits = task.datasets(image_size=(16, 16), channels=1, seed=0)
+    torch.manual_seed(0)
+    fe = cfg.optics.build()
+    model = HybridModel(fe, task.build_backend(fe.feature_shape(), 10))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    device = fabricate(model.frontend, build_error_models([{"name": "brightness", "sigma": 0.2}]), seed=1)
+    idx = finetune_subset(len(splits.train), 0.1, 0)
+    summary = finetune_backend(task=task, splits=splits, backend=model.backend, train_idx=idx,
+                               train_features=device.capture(splits.train.tensors[0][idx], seed=1),
+                               val_features=device.capture(splits.val.tensors[0], seed=2),
+                               test_features=device.capture(splits.test.tensors[0], seed=3), method="e2e",
+                               settings=cfg.finetune, run_dir=tmp_path / "ft", seed=0, device=torch.device("cpu"),
+                               progress=False)
+    assert summary["epochs"] == 2
+    for k, v in model.state_dict().items():  # the original student is untouched
+        assert torch.equal(v, before[k]), k
+    tuned = torch.load(tmp_path / "ft" / "best.pt", weights_only=True)["model"]
+    assert set(tuned) == {k[len("backend."):] for k in before if k.startswith("backend.")}
+    assert any(not torch.equal(tuned[k], before["backend." + k]) for k in tuned)
+    assert all(torch.equal(p, before["frontend." + n]) for n, p in device.frontend.inner.named_parameters())

@@ -1,0 +1,149 @@
+"""Training loop: checkpoints, resume after a kill with identical results, NaN stop, teachers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from onnx_run.cli import cli
+from onnx_run.components import HybridModel
+from onnx_run.config import load_config
+from onnx_run.distill.losses import NoDistillation
+from onnx_run.errors import UserError
+from onnx_run.train.checkpoint import load_checkpoint
+from onnx_run.train.loop import TrainingDiverged, train_model
+
+
+class Boom(Exception):
+    pass
+
+
+class KillAfter(NoDistillation):
+    """Task loss that 'kills' the process after a number of steps (an exception mid-epoch)."""
+
+    def __init__(self, steps):
+        super().__init__(None)
+        self.left = steps
+
+    def __call__(self, ctx):
+        self.left -= 1
+        if self.left < 0:
+            raise Boom()
+        return super().__call__(ctx)
+
+
+class NaNAfter(NoDistillation):
+    def __init__(self, steps):
+        super().__init__(None)
+        self.left = steps
+
+    def __call__(self, ctx):
+        loss, logs = super().__call__(ctx)
+        self.left -= 1
+        return (loss * float("nan") if self.left < 0 else loss), logs
+
+
+@pytest.fixture
+def setup(tiny_optics):
+    cfg = load_config(None, ["train.epochs=3", "train.max_train=200", "train.batch_size=32"],
+                      {"optics": "tiny", "distill": "none"})
+    task = cfg.task.build()
+    splits = task.datasets(image_size=(16, 16), channels=1, seed=0)
+
+    def model():
+        torch.manual_seed(0)
+        fe = cfg.optics.build()
+        return HybridModel(fe, task.build_backend(fe.feature_shape(), 10))
+
+    return cfg, task, splits, model
+
+
+def _train(setup, run_dir, loss):
+    cfg, task, splits, model = setup
+    m = model()
+    return m, train_model(m, task, splits, cfg.train, run_dir, loss_fn=loss, seed=3, device=torch.device("cpu"),
+                          progress=False)
+
+
+def test_resume_after_kill_is_identical(setup, tmp_path):
+    ref_model, ref = _train(setup, tmp_path / "ref", NoDistillation(None))
+    steps_per_epoch = 200 // 32 + 1
+    with pytest.raises(Boom):
+        _train(setup, tmp_path / "killed", KillAfter(steps_per_epoch * 2 - 3))  # dies inside epoch 2
+    assert load_checkpoint(tmp_path / "killed" / "last.pt")["epoch"] == 0
+    with pytest.raises(Boom):
+        _train(setup, tmp_path / "killed", KillAfter(steps_per_epoch + 2))  # resumes, dies inside epoch 3
+    assert load_checkpoint(tmp_path / "killed" / "last.pt")["epoch"] == 1
+    resumed_model, resumed = _train(setup, tmp_path / "killed", NoDistillation(None))
+    assert resumed["test_accuracy"] == ref["test_accuracy"] and resumed["test_loss"] == ref["test_loss"]
+    for (n, a), (_, b) in zip(ref_model.state_dict().items(), resumed_model.state_dict().items()):
+        assert torch.equal(a, b), n
+    rows = [json.loads(x) for x in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    ref_rows = [json.loads(x) for x in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    assert [r["val_accuracy"] for r in rows] == [r["val_accuracy"] for r in ref_rows]
+
+
+def test_finished_run_is_not_retrained(setup, tmp_path):
+    _, first = _train(setup, tmp_path / "run", NoDistillation(None))
+    _, again = _train(setup, tmp_path / "run", KillAfter(0))  # would raise if it trained
+    assert again == first
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(setup, tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2.*last good checkpoint kept"):
+        _train(setup, tmp_path / "run", NaNAfter(200 // 32 + 1 + 2))
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert not (tmp_path / "run" / "summary.json").exists()
+    assert isinstance(TrainingDiverged("x"), UserError)
+
+
+def test_teacher_cached_and_checkpoint_mismatch(setup, tmp_path, monkeypatch):
+    from onnx_run.train.teacher import cache_root, get_teacher
+
+    cfg, task, splits, _ = setup
+    cfg = load_config(None, ["teacher_train.epochs=1", "teacher_train.max_train=128"],
+                      {"optics": "tiny", "distill": "none"})
+    teacher, info = get_teacher(cfg, task, splits, dataset="digits", seed=0, device=torch.device("cpu"),
+                                progress=False)
+    assert (cache_root() / "teachers").exists() and info["test_accuracy"] > 0.1
+    calls = []
+    monkeypatch.setattr("onnx_run.train.teacher.train_model",
+                        lambda *a, **k: calls.append(1) or json.loads((a[4] / "summary.json").read_text()))
+    again, info2 = get_teacher(cfg, task, splits, dataset="digits", seed=0, device=torch.device("cpu"),
+                               progress=False)
+    assert info2["test_accuracy"] == info["test_accuracy"]
+    for a, b in zip(teacher.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    bad = tmp_path / "bad.pt"
+    torch.save({"features.0.weight": torch.zeros(3, 3)}, bad)
+    with pytest.raises(UserError, match=r"--teacher-checkpoint .*bad.pt: parameter names do not match"):
+        get_teacher(cfg, task, splits, dataset="digits", seed=0, device=torch.device("cpu"), checkpoint=str(bad))
+    good_names = {k: torch.zeros(1) for k in teacher.state_dict()}
+    torch.save(good_names, bad)
+    with pytest.raises(UserError, match=r"shape mismatch for features.0.weight: checkpoint \(1,\), model \(6, 1, 5, 5\)"):
+        get_teacher(cfg, task, splits, dataset="digits", seed=0, device=torch.device("cpu"), checkpoint=str(bad))
+
+
+def test_pipeline_through_cli_with_seeds(tmp_path, tiny_optics):
+    out = tmp_path / "runs"
+    args = ["--optics", "tiny", "--task", "classification", "--distill", "none,kd", "--seeds", "2", "--out", str(out),
+            "--set", "train.epochs=1", "--set", "train.max_train=128", "--set", "teacher_train.epochs=1",
+            "--set", "teacher_train.max_train=256", "--set", "run.progress=false"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    run_dir = out / "tiny-classification-digits"
+    results = json.loads((run_dir / "results.json").read_text())
+    assert [r["method"] for r in results["simulation"]] == ["none", "kd"]
+    assert all(r["n"] == 2 for r in results["simulation"])
+    assert "| none |" in (run_dir / "results.md").read_text() and "±" in (run_dir / "results.md").read_text()
+    # a second invocation finds everything done; a different config in the same dir is refused
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0
+    other = CliRunner().invoke(cli, args[:-2] + ["--set", "train.epochs=2"] + args[-2:])
+    assert other.exit_code == 2 and "holds a different config" in other.output
