@@ -337,6 +337,51 @@ def finetune_cmd(run_dir, device_name, methods, fraction, captures) -> None:
         click.echo(f"| {m} | {fmt(mean, std, len(vals))} | {len(vals)} |")
 
 
+@cli.command("robustness")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--error-model", "error_spec", default="kernel-error", show_default=True,
+              metavar="NAME[:KEY=VALUE,...]", help="the error model whose magnitude is varied")
+@click.option("--key", default="sigma", show_default=True, help="the setting varied")
+@click.option("--values", default="0,0.1,0.2,0.3", show_default=True, help="comma-separated magnitudes")
+@click.option("--method", "methods", default="none,e2e,ntkd", show_default=True, help="compensation methods")
+def robustness_cmd(run_dir, error_spec, key, values, methods) -> None:
+    """Accuracy vs error magnitude, with and without compensation (table + robustness.png)."""
+    from onnx_run.config import parse_value
+    from onnx_run.fabrication.device import build_error_models, parse_error_spec
+    from onnx_run.report.figures import robustness_figure
+    from onnx_run.report.tables import fmt, mean_std
+    from onnx_run.train.checkpoint import write_json
+
+    pipe = _open_run(run_dir)
+    base = parse_error_spec(error_spec)
+    mags = [parse_value(v.strip()) for v in values.split(",") if v.strip()]
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    specs = [{**base, key: mag} for mag in mags]
+    for spec in specs:
+        build_error_models([spec], key="--error-model")  # validate every point first
+    points = []
+    primary = pipe.task.primary_metric
+    for mag, spec in zip(mags, specs):
+        for info in pipe.config_devices():
+            dev = {**info, "name": f"robust-{base['name']}-{key}{mag}-{info['name']}", "errors": [spec]}
+            pipe.write_device(dev)
+            for row in pipe.compensate_device(dev["name"], chosen):
+                points.append({"magnitude": mag, "method": row["method"], primary: row[f"test_{primary}"]})
+    out = pipe.run_dir / "figures"
+    out.mkdir(exist_ok=True)
+    robustness_figure(points, out / "robustness.png", primary, f"{base['name']} {key}")
+    write_json(pipe.run_dir / "robustness.json", points)
+    click.echo(f"| {base['name']} {key} | " + " | ".join(chosen) + " |")
+    click.echo("|---|" + "---|" * len(chosen))
+    for mag in mags:
+        cells = []
+        for m in chosen:
+            vals = [p[primary] for p in points if p["magnitude"] == mag and p["method"] == m]
+            cells.append(fmt(*mean_std(vals), len(vals)))
+        click.echo(f"| {mag} | " + " | ".join(cells) + " |")
+    click.echo(f"written: {out / 'robustness.png'}, {pipe.run_dir / 'robustness.json'}")
+
+
 def _add_plugin_commands() -> None:
     from onnx_run.plugins import get_plugin_manager
 

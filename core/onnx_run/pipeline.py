@@ -108,7 +108,7 @@ class Pipeline:
 
             teacher, _ = self.teacher()
             x = self.splits.train.tensors[0].to(self.device)
-            cache = TeacherKernelCache(teacher, x, reduce=self.task.ntk_reduce)
+            cache = TeacherKernelCache(teacher, x, reduce=self.task.ntk_reduce, progress=self.progress)
             self._teacher_kernel = lambda xb, idx: cache.kernel(idx.to(self.device))
         return self._teacher_kernel
 
@@ -314,7 +314,11 @@ class Pipeline:
         from onnx_run.report.tables import write_results
 
         figs = make_figures(self)
-        return write_results(self.run_dir, primary=self.task.primary_metric, figures=[str(f) for f in figs])
+        robust = self.run_dir / "figures" / "robustness.png"
+        if robust.exists() and robust not in figs:
+            figs.append(robust)
+        return write_results(self.run_dir, primary=self.task.primary_metric, figures=[str(f) for f in figs],
+                             devices=[d["name"] for d in self.config_devices()])
 
     def run(self, stages: tuple[str, ...] = STAGES, echo=print) -> dict[str, Any]:
         """Run the stages in order, one status line per stage (inner progress bars below it)."""

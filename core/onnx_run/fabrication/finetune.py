@@ -83,7 +83,8 @@ def finetune_backend(*, task, splits, backend: torch.nn.Module, train_idx: torch
     if loss_fn.needs_teacher_kernel:
         from onnx_run.ntk import TeacherKernelCache
 
-        cache = TeacherKernelCache(teacher, data.train.tensors[0].to(device), reduce=task.ntk_reduce)
+        cache = TeacherKernelCache(teacher, data.train.tensors[0].to(device), reduce=task.ntk_reduce,
+                                   progress=progress)
         teacher_kernel = lambda xb, idx: cache.kernel(idx.to(device))  # noqa: E731
     # positions in the captured subset: train_model indexes train data and features alike
     return train_model(model, task, data, settings, run_dir, loss_fn=loss_fn, seed=seed, device=device,

@@ -42,11 +42,13 @@ def collect_students(run_dir: Path, primary: str) -> list[dict[str, Any]]:
     return rows
 
 
-def collect_compensation(run_dir: Path, primary: str) -> list[dict[str, Any]]:
-    """After-fabrication rows: one per fine-tuning method, over student seeds x devices."""
+def collect_compensation(run_dir: Path, primary: str, devices: list[str] | None = None) -> list[dict[str, Any]]:
+    """After-fabrication rows: one per fine-tuning method, over student seeds x the config's devices."""
     by_method: dict[str, list[float]] = {}
     walls: dict[str, list[float]] = {}
-    for summary in sorted((run_dir / "fabricated").glob("*/finetune/*/summary.json")):  # config devices only
+    for summary in sorted((run_dir / "fabricated").glob("*/finetune/*/summary.json")):
+        if devices is not None and summary.parents[2].name not in devices:
+            continue  # devices made by hand or by `robustness` have tables of their own
         data = json.loads(summary.read_text())
         method = summary.parent.name
         by_method.setdefault(method, []).append(data[f"test_{primary}"])
@@ -72,18 +74,22 @@ def collect_realised(run_dir: Path, primary: str) -> dict[str, Any] | None:
             "fit_error": [r.get("fit_error_mean") for r in rows if r.get("fit_error_mean") is not None]}
 
 
-def write_results(run_dir: Path, *, primary: str, figures: list[str] | None = None) -> dict[str, Any]:
+def write_results(run_dir: Path, *, primary: str, figures: list[str] | None = None,
+                  devices: list[str] | None = None) -> dict[str, Any]:
     """results.json and results.md from the run directory's summaries."""
     run_dir = Path(run_dir)
     teacher = json.loads((run_dir / "teacher.json").read_text()) if (run_dir / "teacher.json").exists() else None
     estimate = json.loads((run_dir / "estimate.json").read_text()) if (run_dir / "estimate.json").exists() else None
     students = collect_students(run_dir, primary)
     realised = collect_realised(run_dir, primary)
-    compensation = collect_compensation(run_dir, primary)
+    compensation = collect_compensation(run_dir, primary, devices)
     errors = None
-    devices = sorted((run_dir / "fabricated").glob("*/device.json"))
+    device_files = sorted((run_dir / "fabricated").glob("*/device.json"))
     if devices:
-        errors = json.loads(devices[0].read_text()).get("errors")
+        device_files = [run_dir / "fabricated" / d / "device.json" for d in devices]
+    device_files = [f for f in device_files if f.exists()]
+    if device_files:
+        errors = json.loads(device_files[0].read_text()).get("errors")
     results = {"primary_metric": primary, "teacher": teacher, "estimate": estimate, "simulation": students,
                "realised": realised, "fabrication_errors": errors, "after_fabrication": compensation}
     write_json(run_dir / "results.json", results)
