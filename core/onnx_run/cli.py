@@ -117,22 +117,29 @@ def cli(ctx: click.Context, resume, stages, teacher_checkpoint, dry_run, **kwarg
     else:
         cfg = load_run_config(kwargs)
         pipe = Pipeline(cfg, default_run_dir(cfg), teacher_checkpoint=teacher_checkpoint)
+    from onnx_run.train.distributed import is_main, shutdown
+
     cfg = pipe.cfg
-    click.echo(f"onnx-run {__version__}: optics {cfg.optics.name!r}, task {cfg.task.name!r} "
+    main = is_main()
+    say = click.echo if main else (lambda *a, **k: None)  # under torchrun rank 0 speaks for all
+    say(f"onnx-run {__version__}: optics {cfg.optics.name!r}, task {cfg.task.name!r} "
                f"(dataset {pipe.dataset!r}), teacher {cfg.teacher.name!r}, "
                f"students {', '.join(cfg.students.methods)}, seeds {pipe.seeds()}")
-    click.echo(f"run directory: {pipe.run_dir}; stages: {', '.join(chosen)}")
+    say(f"run directory: {pipe.run_dir}; stages: {', '.join(chosen)}")
     if dry_run:
-        click.echo(f"input {pipe.channels}x{pipe.input_size[0]}x{pipe.input_size[1]} -> optical features "
+        say(f"input {pipe.channels}x{pipe.input_size[0]}x{pipe.input_size[1]} -> optical features "
                    f"{'x'.join(map(str, pipe.feature_shape))} -> {pipe.num_outputs} outputs; "
                    f"train/val/test {len(pipe.splits.train)}/{len(pipe.splits.val)}/{len(pipe.splits.test)}")
-        click.echo("dry run: nothing was trained or written")
+        say("dry run: nothing was trained or written")
         return
-    pipe.run(chosen, echo=click.echo)
+    try:
+        pipe.run(chosen, echo=click.echo)
+    finally:
+        shutdown()
     results = pipe.run_dir / "results.md"
-    if results.exists():
-        click.echo("")
-        click.echo(results.read_text())
+    if results.exists() and main:
+        say("")
+        say(results.read_text())
 
 
 @cli.command("plugins")

@@ -22,6 +22,8 @@ from onnx_run.train.checkpoint import atomic_write_text, write_json
 from onnx_run.train.loop import resolve_device, seed_everything, train_model
 
 STAGES: tuple[str, ...] = ("estimate", "teacher", "students", "realise", "fabricate", "compensate", "report")
+#: stages whose training is data-parallel under torchrun; the others run on rank 0 only
+PARALLEL_STAGES: tuple[str, ...] = ("teacher", "students")
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -46,7 +48,9 @@ class Pipeline:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.teacher_checkpoint = teacher_checkpoint
-        self.device = resolve_device(cfg.run.device)
+        from onnx_run.train.distributed import init_from_env
+
+        self.device = init_from_env(resolve_device(cfg.run.device))
         self.progress = cfg.run.progress
         self.task = cfg.task.build()
         seed_everything(cfg.run.seed)
@@ -79,8 +83,12 @@ class Pipeline:
                 f"run directory {self.run_dir} holds a different config; choose another --out/--set run.name, "
                 f"or continue it with --resume {self.run_dir}"
             )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, text)
+        from onnx_run.train.distributed import barrier, is_main
+
+        if is_main():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, text)
+        barrier()
 
     def seeds(self) -> list[int]:
         return [self.cfg.run.seed + i for i in range(self.cfg.run.seeds)]
@@ -114,8 +122,11 @@ class Pipeline:
 
     # -- stages -----------------------------------------------------------------------------
     def stage_teacher(self) -> dict[str, Any]:
+        from onnx_run.train.distributed import is_main
+
         _, info = self.teacher()
-        write_json(self.run_dir / "teacher.json", info)
+        if is_main():
+            write_json(self.run_dir / "teacher.json", info)
         return info
 
     def student_dir(self, method: str, seed: int) -> Path:
@@ -322,18 +333,25 @@ class Pipeline:
 
     def run(self, stages: tuple[str, ...] = STAGES, echo=print) -> dict[str, Any]:
         """Run the stages in order, one status line per stage (inner progress bars below it)."""
+        from onnx_run.train.distributed import barrier, is_main, world_size
+
         self.prepare()
+        main = is_main()
+        say = echo if main else (lambda *_: None)
         out: dict[str, Any] = {}
         timings: dict[str, float] = {}
         for i, stage in enumerate(stages, 1):
             t0 = time.perf_counter()
-            echo(f"[{i}/{len(stages)}] {stage} ...")
-            out[stage] = getattr(self, f"stage_{stage}")()
+            say(f"[{i}/{len(stages)}] {stage} ...")
+            if stage in PARALLEL_STAGES or world_size() == 1 or main:
+                out[stage] = getattr(self, f"stage_{stage}")()
+            barrier()  # ranks other than 0 wait while rank 0 runs a serial stage
             timings[stage] = round(time.perf_counter() - t0, 2)
-            echo(f"[{i}/{len(stages)}] {stage} done in {timings[stage]:.1f} s{_stage_note(stage, out[stage])}")
-        path = self.run_dir / "timings.json"
-        previous = json.loads(path.read_text()) if path.exists() else {}
-        write_json(path, {**previous, **timings})
+            say(f"[{i}/{len(stages)}] {stage} done in {timings[stage]:.1f} s{_stage_note(stage, out.get(stage))}")
+        if main:
+            path = self.run_dir / "timings.json"
+            previous = json.loads(path.read_text()) if path.exists() else {}
+            write_json(path, {**previous, **timings})
         return out
 
 

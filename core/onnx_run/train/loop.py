@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from onnx_run.components import DistillationLoss, DistillContext, Task
 from onnx_run.config import TrainSettings
 from onnx_run.errors import UserError
+from onnx_run.train import distributed as dist
 from onnx_run.train.checkpoint import load_checkpoint, save_checkpoint, write_json
 
 
@@ -158,7 +159,10 @@ def train_model(
     summary_path = run_dir / "summary.json"
     if summary_path.exists():
         return json.loads(summary_path.read_text())
-    run_dir.mkdir(parents=True, exist_ok=True)
+    main = dist.is_main()
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
     metrics_path = run_dir / "metrics.jsonl"
     last_path = run_dir / "last.pt"
 
@@ -176,13 +180,14 @@ def train_model(
     model.to(device)
     if teacher is not None:
         teacher.to(device).eval()
-    opt = make_optimizer(model, settings, param_names)
-    sched = make_scheduler(opt, settings, steps_per_epoch)
     if param_names is not None:
         wanted = set(param_names)
         for name, p in model.named_parameters():
             if name not in wanted:
                 p.requires_grad_(False)
+    net = dist.wrap(model, device)  # DDP when launched by torchrun; gradients averaged over ranks
+    opt = make_optimizer(model, settings, param_names)
+    sched = make_scheduler(opt, settings, steps_per_epoch)
 
     start_epoch, best_metric, elapsed = 0, -math.inf, 0.0
     if last_path.exists():
@@ -195,12 +200,14 @@ def train_model(
         elapsed = float(state.get("elapsed_s", 0.0))
         torch.set_rng_state(state["rng"])
         rows = [r for r in _read_metrics(metrics_path) if r.get("epoch", -1) < start_epoch]
-        metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    elif metrics_path.exists():
+        if main:
+            metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif metrics_path.exists() and main:
         metrics_path.unlink()  # a previous attempt died before its first checkpoint
+    dist.barrier()
 
     info = RunInfo(run_dir=run_dir, name=desc, seed=seed)
-    if hooks:
+    if hooks and main:
         call_lifecycle("on_run_start", run=info)
     primary = task.primary_metric
 
@@ -210,15 +217,15 @@ def train_model(
         perm = keep[torch.randperm(len(keep), generator=torch.Generator().manual_seed(seed * 100003 + epoch))]
         sums: dict[str, float] = {}
         bar = tqdm(range(steps_per_epoch), desc=f"{desc} epoch {epoch + 1}/{settings.epochs}",
-                   disable=not progress, leave=False, dynamic_ncols=True)
+                   disable=not progress or not main, leave=False, dynamic_ncols=True)
         for step in bar:
-            idx = perm[step * settings.batch_size:(step + 1) * settings.batch_size]
+            idx = dist.local_slice(perm[step * settings.batch_size:(step + 1) * settings.batch_size])
             xb = x_all[idx].to(device)
             yb = y_all[idx].to(device)
             sb = student_x[idx].to(device) if train_inputs is not None else xb
             if train_transform is not None:
                 sb = train_transform(sb)
-            out = model(sb)
+            out = net(sb)
             t_out = None
             if teacher is not None and loss_fn.needs_teacher:
                 with torch.no_grad():
@@ -230,7 +237,7 @@ def train_model(
                 ntk_params=param_names, student_input=sb,
             )
             loss, logs = loss_fn(ctx)
-            if not torch.isfinite(loss):
+            if not dist.all_finite(bool(torch.isfinite(loss.detach()))):
                 raise TrainingDiverged(
                     f"{desc}: loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}; "
                     f"stopped, last good checkpoint kept in {last_path if last_path.exists() else run_dir}; "
@@ -247,22 +254,28 @@ def train_model(
                 sums[k] = sums.get(k, 0.0) + val
             bar.set_postfix(loss=f"{logs['loss']:.4f}")
         bar.close()
+        sums = {k: dist.all_mean(x) for k, x in sums.items()}
         val = evaluate(model, task, splits.val, device=device, transform=eval_transform)
         elapsed += time.perf_counter() - t0
         row = {"epoch": epoch, **{f"train_{k}": s / steps_per_epoch for k, s in sums.items()},
                **{f"val_{k}": x for k, x in val.items()}, "lr": opt.param_groups[0]["lr"],
                "elapsed_s": round(elapsed, 3)}
-        if val[primary] > best_metric:
+        improved = val[primary] > best_metric
+        if improved:
             best_metric = val[primary]
-            save_checkpoint(run_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch, primary: best_metric})
-        save_checkpoint(last_path, {
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "epoch": epoch, "best_metric": best_metric, "elapsed_s": elapsed, "rng": torch.get_rng_state(),
-        })
-        with metrics_path.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
-        if hooks:
-            call_lifecycle("on_epoch_end", run=info, epoch=epoch, metrics=row)
+        if main:  # checkpoints are written once, by rank 0
+            if improved:
+                save_checkpoint(run_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch,
+                                                      primary: best_metric})
+            save_checkpoint(last_path, {
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "epoch": epoch, "best_metric": best_metric, "elapsed_s": elapsed, "rng": torch.get_rng_state(),
+            })
+            with metrics_path.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            if hooks:
+                call_lifecycle("on_epoch_end", run=info, epoch=epoch, metrics=row)
+        dist.barrier()
 
     if (run_dir / "best.pt").exists():
         model.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device)["model"])
@@ -270,7 +283,9 @@ def train_model(
     val = evaluate(model, task, splits.val, device=device, transform=eval_transform)
     summary = {"name": desc, "seed": seed, "epochs": settings.epochs, "wall_time_s": round(elapsed, 2),
                **{f"test_{k}": x for k, x in test.items()}, **{f"val_{k}": x for k, x in val.items()}}
-    write_json(summary_path, summary)
-    if hooks:
-        call_lifecycle("on_run_end", run=info, summary=summary)
+    if main:
+        write_json(summary_path, summary)
+        if hooks:
+            call_lifecycle("on_run_end", run=info, summary=summary)
+    dist.barrier()
     return summary
