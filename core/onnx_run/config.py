@@ -57,8 +57,9 @@ class TrainSettings:
 class TeacherTrainSettings(TrainSettings):
     """Training of the electronic teacher (cached; trained once per dataset/arch/seed)."""
 
-    epochs: int = attrs.field(default=12, validator=[v.ge(0), v.le(10000)])
-    lr: float = attrs.field(default=2e-3, validator=v.gt(0))
+    epochs: int = attrs.field(default=20, validator=[v.ge(0), v.le(10000)])
+    lr: float = attrs.field(default=3e-3, validator=v.gt(0))
+    batch_size: int = attrs.field(default=64, validator=v.ge(1))
 
 
 def _method_list(instance: Any, attribute: Any, value: list[str]) -> None:

@@ -1,0 +1,129 @@
+"""Speed of the wave-optics core: angular-spectrum propagation and the 4f frontend.
+
+Prints medians over repeats (forward + backward; each repeat times a block of back-to-back calls):
+
+* angular-spectrum propagation of an n x n field with 2x padding (padded grid 256^2 and 1024^2),
+  next to the bare ``torch.fft.fft2`` + ``ifft2`` pair on the same padded grid, measured in the
+  same run and interleaved (so both see the same machine load); the ratio's goal is <= 1.3x;
+* the 4f frontend at its defaults on a batch of 128 28 x 28 images.
+
+Best (minimum) times are printed too: on a shared machine they are the least disturbed.
+
+Usage: python benchmarks/bench_propagation.py [--repeats 21] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+import warnings
+
+import torch
+
+from onnx_run.physics import Grid, angular_spectrum
+
+
+def _timed(fn, inner: int = 1) -> float:
+    """Mean time of ``inner`` back-to-back calls: on a shared machine time slices lost to other
+    processes then spread over calls in proportion to their length, instead of hitting a few."""
+    t0 = time.perf_counter()
+    for _ in range(inner):
+        fn()
+    return (time.perf_counter() - t0) / inner
+
+
+def _inner_for(fn, target_s: float = 0.05) -> int:
+    return max(1, int(target_s / max(_timed(fn), 1e-6)))
+
+
+def bench_propagation(padded: int, repeats: int) -> tuple[list[float], list[float]]:
+    n = padded // 2
+    grid = Grid(n, 8e-6, 532e-9)
+    gen = torch.Generator().manual_seed(0)
+    field = torch.randn(n, n, generator=gen, dtype=torch.complex64).requires_grad_(True)
+    grad_out = torch.randn(n, n, generator=gen, dtype=torch.complex64)
+    full = torch.randn(padded, padded, generator=gen, dtype=torch.complex64).requires_grad_(True)
+    grad_full = torch.randn(padded, padded, generator=gen, dtype=torch.complex64)
+    z = 0.5 * n * grid.pitch_m**2 / grid.wavelengths_m[0]  # half the critical distance: valid range
+
+    def prop() -> None:
+        field.grad = None
+        angular_spectrum(field, grid, z).backward(grad_out)
+
+    def bare() -> None:
+        full.grad = None
+        torch.fft.ifft2(torch.fft.fft2(full)).backward(grad_full)
+
+    for _ in range(3):  # warm-up, builds and caches the transfer function
+        prop()
+        bare()
+    inner = _inner_for(bare)
+    t_prop, t_bare = [], []
+    for _ in range(repeats):
+        t_prop.append(_timed(prop, inner))
+        t_bare.append(_timed(bare, inner))
+    return t_prop, t_bare
+
+
+def bench_4f(repeats: int, batch: int = 128) -> tuple[list[float], list[float]]:
+    from onnx_run_optics_4f import Frontend4f, Optics4fConfig
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fe = Frontend4f(Optics4fConfig())
+    x = torch.rand(batch, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+
+    def step() -> None:
+        fe.zero_grad(set_to_none=True)
+        fe(x).square().mean().backward()
+
+    def forward() -> None:
+        with torch.no_grad():
+            fe(x)
+
+    for _ in range(3):
+        step()
+        forward()
+    t_step, t_fwd = [], []
+    for _ in range(repeats):
+        t_step.append(_timed(step))
+        t_fwd.append(_timed(forward))
+    return t_step, t_fwd
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=21)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs "
+          f"({platform.processor() or platform.machine()}), load average {load:.2f}, "
+          f"median of {args.repeats}, forward + backward, complex64")
+    print()
+    print("| padded grid | field | angular spectrum (ms) | fft2 + ifft2 (ms) | ratio | ratio of best times |")
+    print("|---|---|---|---|---|---|")
+    for padded in (256, 1024):
+        t_prop, t_bare = bench_propagation(padded, args.repeats)
+        med_p, med_b = statistics.median(t_prop), statistics.median(t_bare)
+        print(f"| {padded}^2 | {padded // 2}^2 | {med_p * 1e3:.2f} | {med_b * 1e3:.2f} | {med_p / med_b:.2f}x "
+              f"| {min(t_prop) / min(t_bare):.2f}x |")
+    print()
+    try:
+        t_step, t_fwd = bench_4f(args.repeats)
+    except ImportError:
+        print("4f frontend: onnx-run-optics-4f is not installed")
+        return
+    print("| 4f frontend (defaults), batch 128 | median (ms) | best (ms) |")
+    print("|---|---|---|")
+    print(f"| forward + backward | {statistics.median(t_step) * 1e3:.2f} | {min(t_step) * 1e3:.2f} |")
+    print(f"| forward only (no grad) | {statistics.median(t_fwd) * 1e3:.2f} | {min(t_fwd) * 1e3:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
