@@ -12,6 +12,7 @@ Convention: true convolution ``y[i] = sum_m x[m] k[i - m + c]`` with the kernel 
 
 from __future__ import annotations
 
+import scipy.fft
 import torch
 import torch.nn.functional as F
 
@@ -21,16 +22,8 @@ AUTO_FFT_TAPS = 15 * 15
 
 
 def _good_size(n: int) -> int:
-    """Smallest 5-smooth integer >= n (fast FFT lengths)."""
-    m = n
-    while True:
-        k = m
-        for p in (2, 3, 5):
-            while k % p == 0:
-                k //= p
-        if k == 1:
-            return m
-        m += 1
+    """Smallest fast FFT length >= n (scipy knows which sizes pocketfft handles fastest)."""
+    return scipy.fft.next_fast_len(n)
 
 
 def _crop(full: torch.Tensor, mode: str, in_hw: tuple[int, int], k_hw: tuple[int, int]) -> torch.Tensor:

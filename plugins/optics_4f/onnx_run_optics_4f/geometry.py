@@ -12,6 +12,7 @@ import math
 import warnings
 
 import attrs
+import scipy.fft
 import numpy as np
 
 from onnx_run.components import Layout
@@ -22,16 +23,11 @@ from onnx_run_optics_4f.config import Optics4fConfig
 
 
 def _good_even(n: int) -> int:
-    """Smallest even 5-smooth integer >= n (fast FFT length)."""
-    m = n + (n % 2)
-    while True:
-        k = m
-        for p in (2, 3, 5):
-            while k % p == 0:
-                k //= p
-        if k == 1:
-            return m
-        m += 2
+    """Smallest even fast FFT length >= n."""
+    m = scipy.fft.next_fast_len(n)
+    while m % 2:
+        m = scipy.fft.next_fast_len(m + 1)
+    return m
 
 
 @attrs.frozen
