@@ -36,6 +36,7 @@ class RunSettings:
     name: str = ""
     device: str = attrs.field(default="cpu", validator=v.in_(["cpu", "cuda", "auto"]))
     progress: bool = True
+    threads: int = attrs.field(default=0, validator=[v.ge(0), v.le(256)])  # torch CPU threads; 0: torch's default
 
 
 @attrs.define(kw_only=True)

@@ -51,6 +51,8 @@ class Pipeline:
         from onnx_run.train.distributed import init_from_env
 
         self.device = init_from_env(resolve_device(cfg.run.device))
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
         self.progress = cfg.run.progress
         self.task = cfg.task.build()
         seed_everything(cfg.run.seed)

@@ -90,4 +90,5 @@ def finetune_backend(*, task, splits, backend: torch.nn.Module, train_idx: torch
     return train_model(model, task, data, settings, run_dir, loss_fn=loss_fn, seed=seed, device=device,
                        teacher=teacher if loss_fn.needs_teacher else None, teacher_kernel=teacher_kernel,
                        param_names=[n for n, p in model.named_parameters() if p.requires_grad],
-                       train_inputs=train_features, desc=f"finetune {method} seed {seed}", progress=progress)
+                       train_inputs=train_features, desc=f"finetune {method} seed {seed}", progress=progress,
+                       keep_initial=True)

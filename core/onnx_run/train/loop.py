@@ -143,6 +143,7 @@ def train_model(
     desc: str = "train",
     progress: bool = True,
     hooks: bool = True,
+    keep_initial: bool = False,
 ) -> dict[str, Any]:
     """Train ``model`` (only ``param_names`` if given) and return the summary.
 
@@ -151,7 +152,9 @@ def train_model(
     the best model). An existing summary.json means the run is done: it is returned as is.
     ``train_inputs`` replaces what the student sees for the training images (e.g. captured
     feature maps after fabrication); the teacher always sees the raw images.
-    ``teacher_kernel(x, index)`` gives the teacher NTK of a batch.
+    ``teacher_kernel(x, index)`` gives the teacher NTK of a batch. ``keep_initial`` counts the
+    starting weights as a candidate for best.pt (fine-tuning must never end worse on the
+    validation set than where it started).
     """
     from onnx_run.plugins import call_lifecycle
 
@@ -205,6 +208,14 @@ def train_model(
     elif metrics_path.exists() and main:
         metrics_path.unlink()  # a previous attempt died before its first checkpoint
     dist.barrier()
+
+    if keep_initial and start_epoch == 0:
+        val0 = evaluate(model, task, splits.val, device=device, transform=eval_transform)
+        best_metric = val0[task.primary_metric]
+        if main:
+            save_checkpoint(run_dir / "best.pt", {"model": model.state_dict(), "epoch": -1,
+                                                  task.primary_metric: best_metric})
+        dist.barrier()
 
     info = RunInfo(run_dir=run_dir, name=desc, seed=seed)
     if hooks and main:

@@ -74,6 +74,9 @@ class MetasurfaceConfig:
     #: start of the width design: "gs" (Gerchberg-Saxton phase retrieval) or "lens"
     realise_init: str = attrs.field(default="gs", validator=v.in_(INITS))
     gs_iterations: int = attrs.field(default=30, validator=[v.ge(0), v.le(10000)])
+    #: write layout.gds with every export, e.g. into each run's realised/ folder (a default design
+    #: is ~1.9 M pillars, ~120 MB); off: GDS only through `onnx-run metasurface export --gds`
+    export_gds: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.min_width_nm >= self.max_width_nm:

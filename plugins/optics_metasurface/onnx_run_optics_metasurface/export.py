@@ -175,6 +175,7 @@ def export_frontend(frontend: "MetasurfaceFrontend", out_dir: Path, *, gds_name:
     files.append(save_width_previews(widths, names, out_dir / "widths.png", lo=c.min_width_nm, hi=c.max_width_nm))
     files.append(save_psf_previews(psfs, target if np.abs(target).sum() > 0 else None, names, out_dir / "psfs.png",
                                    "realised PSFs vs target (each scaled to its maximum)"))
-    files.append(write_gds(widths, frontend.tile_centres_mm(), c.period_nm, out_dir / gds_name, names=names,
-                           layer=layer, datatype=datatype))
+    if c.export_gds:
+        files.append(write_gds(widths, frontend.tile_centres_mm(), c.period_nm, out_dir / gds_name, names=names,
+                               layer=layer, datatype=datatype))
     return files

@@ -28,9 +28,9 @@ SMALL = dict(kernel_mm=0.01, spacing_mm=0.005, kernel_size=3, sensor_pitch_um=3.
              num_kernels=2, input_size_px=8)
 
 
-def _design() -> MetasurfaceFrontend:
+def _design(export_gds: bool = True) -> MetasurfaceFrontend:
     torch.manual_seed(0)
-    front = MetasurfaceFrontend(MetasurfaceConfig(mode="physical", **SMALL))
+    front = MetasurfaceFrontend(MetasurfaceConfig(mode="physical", export_gds=export_gds, **SMALL))
     return front
 
 
@@ -52,6 +52,12 @@ def _expected(front: MetasurfaceFrontend) -> dict[str, np.ndarray]:
 
 def _sorted(a: np.ndarray) -> np.ndarray:
     return a[np.lexsort((a[:, 1].round(2), a[:, 0].round(2)))]  # pillars are 0.293 um apart
+
+
+def test_export_skips_gds_unless_asked(tmp_path):
+    names = {f.name for f in _design(export_gds=False).export(tmp_path / "export")}
+    assert "widths_nm.npy" in names and "layout.gds" not in names
+    assert not (tmp_path / "export" / "layout.gds").exists()
 
 
 def test_gds_round_trip(tmp_path):
