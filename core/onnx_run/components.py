@@ -188,7 +188,7 @@ class DistillContext:
     y: torch.Tensor
     index: torch.Tensor
     student: nn.Module
-    student_outputs: torch.Tensor
+    student_outputs: torch.Tensor | None  # None if the loss computes them (computes_outputs)
     task: Task
     teacher: nn.Module | None = None
     teacher_outputs: torch.Tensor | None = None
@@ -204,6 +204,8 @@ class DistillationLoss:
     needs_teacher: bool = False
     #: True when the loss needs the teacher's NTK on each batch
     needs_teacher_kernel: bool = False
+    #: True when the loss runs the student itself and sets ``ctx.student_outputs``
+    computes_outputs: bool = False
 
     def __init__(self, config: Any):
         self.config = config

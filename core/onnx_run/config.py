@@ -43,8 +43,8 @@ class RunSettings:
 class TrainSettings:
     """Optimiser, schedule and length of one training."""
 
-    epochs: int = attrs.field(default=8, validator=[v.ge(0), v.le(10000)])
-    batch_size: int = attrs.field(default=128, validator=v.ge(1))
+    epochs: int = attrs.field(default=15, validator=[v.ge(0), v.le(10000)])
+    batch_size: int = attrs.field(default=64, validator=v.ge(1))
     lr: float = attrs.field(default=2e-3, validator=v.gt(0))
     optics_lr: float = attrs.field(default=2e-2, validator=v.gt(0))
     optimizer: str = attrs.field(default="adam", validator=v.in_(["adam", "adamw", "sgd"]))

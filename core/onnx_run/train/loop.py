@@ -236,7 +236,10 @@ def train_model(
             sb = student_x[idx].to(device) if train_inputs is not None else xb
             if train_transform is not None:
                 sb = train_transform(sb)
-            out = net(sb)
+            # a loss that computes the outputs itself (ntkd's kernel pass) saves a forward; DDP
+            # needs its own forward to synchronise gradients
+            skip_forward = getattr(loss_fn, "computes_outputs", False) and dist.world_size() == 1
+            out = None if skip_forward else net(sb)
             t_out = None
             if teacher is not None and loss_fn.needs_teacher:
                 with torch.no_grad():
@@ -248,6 +251,7 @@ def train_model(
                 ntk_params=param_names, student_input=sb,
             )
             loss, logs = loss_fn(ctx)
+            out = ctx.student_outputs
             if not dist.all_finite(bool(torch.isfinite(loss.detach()))):
                 raise TrainingDiverged(
                     f"{desc}: loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}; "

@@ -1,0 +1,205 @@
+"""The frozen teacher's NTK, computed once per dataset instead of once per training step.
+
+The teacher never changes during distillation, so its kernel on any mini-batch is a sub-matrix
+of one fixed n x n kernel over the training set. Two storage modes, chosen by n:
+
+- n <= max_exact_n ("exact" mode): the exact n x n trace NTK, assembled chunk by chunk from the
+  structured per-sample factors (no graph). ``kernel(idx)`` is K[idx][:, idx], exact and free.
+  Memory: n^2 floats for K (64 MiB at n = 4096, float32) plus the factors while building.
+- n > max_exact_n ("features" mode): n^2 would not fit, so each sample gets a fixed random
+  projection of its exact per-sample gradients, phi_i (O * R,), with E[phi_i . phi_j] =
+  Theta_ij, and ``kernel(idx)`` = Phi[idx] Phi[idx]^T: n * R * O floats, one matrix product per
+  batch, relative error ~ 1/sqrt(R) (docs/ntk.md has measured figures). The gradients come
+  from the same structured pass as the exact kernel (O back-propagations per chunk), projected
+  per layer (Gaussian for explicit gradient blocks, rank-one s1 (x) s2 directions for Linear
+  blocks, whose gradient d a^T is never formed). This is the estimator of R random parameter
+  directions z (phi = J z / sqrt(R)), but costs one structured pass per chunk instead of R
+  forward-mode passes. The projection is seeded and fixed, so a batch gets the same target
+  each time it is drawn. For an exact kernel of a batch at a per-step cost, use
+  ``kernel_for(x[idx])``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from onnx_run.ntk.kernels import (
+    FactorSketch,
+    KernelFactors,
+    Reduce,
+    check_samplewise,
+    cross_kernel,
+    empirical_ntk,
+    kernel_factors,
+    resolve_params,
+)
+
+_CACHE_METHODS = ("structured", "exact")
+
+
+class TeacherKernelCache:
+    """Teacher NTK over a fixed dataset ``x_all`` (n, ...), looked up by sample index.
+
+    ``params``: the teacher parameters the kernel is taken w.r.t. (default: all of them, even
+    though a frozen teacher's do not require grad). ``method``: "structured" or "exact" (how the
+    per-sample gradients are obtained, both exact). ``directions``: R for the features mode;
+    ``seed`` fixes its projection. ``max_memory_gb`` bounds the per-sample factors held while building the
+    exact kernel (method="exact" holds full Jacobians, n * O * P floats: small models only).
+    The teacher is put in eval mode (it is frozen; BatchNorm must use running statistics).
+    """
+
+    def __init__(
+        self,
+        teacher: nn.Module,
+        x_all: Tensor,
+        *,
+        reduce: Reduce | None = None,
+        params: Sequence[str] | None = None,
+        method: str = "structured",
+        max_exact_n: int = 4096,
+        batch_size: int = 128,
+        directions: int = 128,
+        seed: int = 0,
+        progress: bool = True,
+        max_memory_gb: float = 8.0,
+    ):
+        if method not in _CACHE_METHODS:
+            raise ValueError(f"TeacherKernelCache method must be one of {_CACHE_METHODS}, got {method!r}")
+        if batch_size < 1 or directions < 1:
+            raise ValueError(f"batch_size and directions must be >= 1, got {batch_size} and {directions}")
+        if x_all.dim() < 1 or x_all.shape[0] == 0:
+            raise ValueError(f"x_all must be a non-empty dataset (n, ...), got shape {tuple(x_all.shape)}")
+        teacher.eval()
+        self.teacher = teacher
+        self.params = list(params) if params is not None else [n for n, _ in teacher.named_parameters()]
+        self.reduce = reduce
+        self.method = method
+        self.batch_size = batch_size
+        self.n = int(x_all.shape[0])
+        self.progress = progress
+        self.max_memory_gb = max_memory_gb
+        resolve_params(teacher, self.params)  # validate names early
+        check_samplewise(teacher)
+        self._kernel: Tensor | None = None
+        self._features: Tensor | None = None
+        if self.n <= max_exact_n:
+            self.mode = "exact"
+            self.directions = 0
+            self._kernel = self._build_exact(x_all)
+        else:
+            self.mode = "features"
+            self.directions = directions
+            self._features = self._build_features(x_all, directions, seed)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _chunks(self) -> list[slice]:
+        return [slice(s, min(s + self.batch_size, self.n)) for s in range(0, self.n, self.batch_size)]
+
+    def _params(self) -> dict[str, Tensor]:
+        return {k: v.detach() for k, v in resolve_params(self.teacher, self.params).items()}
+
+    @torch.no_grad()
+    def _build_exact(self, x_all: Tensor) -> Tensor:
+        params = self._params()
+        chunks = self._chunks()
+        parts: list[KernelFactors] = []
+        budget = self.max_memory_gb * 2**30
+        bar = tqdm(total=2 * len(chunks), desc="teacher NTK (exact)", disable=not self.progress, leave=False)
+        for sl in chunks:
+            fac = kernel_factors(
+                self.teacher,
+                x_all[sl],
+                params,
+                self.reduce,
+                structured=self.method == "structured",
+                cost_rows=self.batch_size,
+                cost_pairs=self.batch_size * self.n,
+            )
+            parts.append(fac)
+            if len(parts) == 1:
+                per_sample = _factor_bytes(fac) / (sl.stop - sl.start)
+                if per_sample * self.n > budget:
+                    bar.close()
+                    raise ValueError(
+                        f"building the exact teacher kernel would hold {per_sample * self.n / 2**30:.1f} GiB "
+                        f"of per-sample factors (max_memory_gb={self.max_memory_gb}); use method='structured', "
+                        "a smaller max_exact_n (features mode), or raise max_memory_gb"
+                    )
+            bar.update(1)
+        full = KernelFactors.cat(parts)
+        del parts
+        rows = []
+        for sl in chunks:
+            rows.append(cross_kernel(full.select(sl), full))
+            bar.update(1)
+        bar.close()
+        k = torch.cat(rows)
+        return 0.5 * (k + k.T)  # exact symmetry; the blocks differ only by round-off
+
+    @torch.no_grad()
+    def _build_features(self, x_all: Tensor, directions: int, seed: int) -> Tensor:
+        params = self._params()
+        gen = torch.Generator(device=next(iter(params.values())).device).manual_seed(seed)
+        sketch = FactorSketch(directions, gen)
+        chunks = self._chunks()
+        feats: Tensor | None = None
+        bar = tqdm(total=len(chunks), desc="teacher NTK (features)", disable=not self.progress, leave=False)
+        for sl in chunks:
+            fac = kernel_factors(
+                self.teacher,
+                x_all[sl],
+                params,
+                self.reduce,
+                structured=self.method == "structured",
+                cost_rows=self.batch_size,
+                cost_pairs=self.batch_size**2,
+            )
+            phi = sketch(fac)
+            if feats is None:
+                feats = torch.empty((self.n, phi.shape[1]), dtype=phi.dtype, device=phi.device)
+            feats[sl] = phi
+            bar.update(1)
+        bar.close()
+        assert feats is not None
+        return feats
+
+    def _check_indices(self, indices: Tensor) -> Tensor:
+        idx = torch.as_tensor(indices)
+        if idx.dim() != 1 or idx.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"indices must be a 1-D integer tensor, got {idx.dtype} of shape {tuple(idx.shape)}")
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.n):
+            raise ValueError(f"indices must lie in [0, {self.n}); got range [{int(idx.min())}, {int(idx.max())}]")
+        return idx.long()
+
+    def kernel(self, indices: Tensor) -> Tensor:
+        """Teacher NTK (b, b) of the samples x_all[indices]: a lookup (exact mode) or one
+        matrix product of stored tangent features (features mode). No graph."""
+        idx = self._check_indices(indices)
+        if self._kernel is not None:
+            idx = idx.to(self._kernel.device)
+            return self._kernel.index_select(0, idx).index_select(1, idx)
+        assert self._features is not None
+        f = self._features.index_select(0, idx.to(self._features.device))
+        return f @ f.T
+
+    def kernel_for(self, x: Tensor) -> Tensor:
+        """Exact teacher NTK of arbitrary inputs x, computed now (no cache, no graph)."""
+        return empirical_ntk(self.teacher, x, params=self.params, reduce=self.reduce, method=self.method)
+
+    @property
+    def full_kernel(self) -> Tensor:
+        """The whole n x n exact kernel (exact mode only)."""
+        if self._kernel is None:
+            raise ValueError(f"no full kernel in {self.mode!r} mode (n = {self.n} > max_exact_n)")
+        return self._kernel
+
+
+def _factor_bytes(f: KernelFactors) -> int:
+    ts = list(f.features) + [t for p in f.products for t in (p.u, p.d)]
+    return sum(t.numel() * t.element_size() for t in ts)

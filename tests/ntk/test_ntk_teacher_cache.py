@@ -1,0 +1,84 @@
+"""The frozen teacher's precomputed kernel."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from onnx_run.ntk import TeacherKernelCache, empirical_ntk
+
+
+def teacher():
+    torch.manual_seed(0)
+    t = nn.Sequential(
+        nn.Conv2d(1, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 3 * 3, 12),
+        nn.ReLU(),
+        nn.Linear(12, 5),
+    )
+    with torch.no_grad():
+        t[1].running_mean.uniform_(-0.3, 0.3)
+        t[1].running_var.uniform_(0.5, 2.0)
+    return t.train().requires_grad_(False)  # left in train mode on purpose: the cache freezes it
+
+
+def names(m):
+    return [n for n, _ in m.named_parameters()]
+
+
+@pytest.mark.parametrize("method", ["structured", "exact"])
+def test_exact_mode_equals_empirical_ntk_on_the_batch(method):
+    t = teacher()
+    x = torch.randn(100, 1, 8, 8, dtype=torch.float64)
+    t.double()
+    cache = TeacherKernelCache(t, x, method=method, batch_size=40, progress=False)
+    assert cache.mode == "exact" and len(cache) == 100 and not t.training
+    idx = torch.tensor([99, 3, 77, 40, 39, 0, 3])  # repeats and chunk boundaries
+    ref = empirical_ntk(t, x[idx], params=names(t), method="exact")
+    assert torch.allclose(cache.kernel(idx), ref, rtol=1e-10, atol=1e-10 * ref.abs().max())
+    assert torch.allclose(cache.kernel_for(x[idx]), ref, rtol=1e-10, atol=1e-10 * ref.abs().max())
+    assert cache.full_kernel.shape == (100, 100)
+    assert not cache.kernel(idx).requires_grad
+
+
+def test_feature_mode_approximates_and_improves_with_directions():
+    t = teacher()
+    x = torch.randn(90, 1, 8, 8)
+    idx = torch.randperm(90, generator=torch.Generator().manual_seed(1))[:32]
+    ref = empirical_ntk(t.eval(), x[idx], params=names(t), method="structured")
+
+    def error(r, seed=0):
+        c = TeacherKernelCache(t, x, max_exact_n=50, directions=r, batch_size=32, seed=seed, progress=False)
+        assert c.mode == "features" and c.directions == r
+        return float((c.kernel(idx) - ref).norm() / ref.norm()), c
+
+    e_small = sum(error(8, s)[0] for s in range(2)) / 2
+    e_big, cache = error(512)
+    assert e_big < 0.25
+    assert e_big < 0.5 * e_small
+    # fixed seed: the same batch gets the same target every time, and a permuted batch its permutation
+    again = TeacherKernelCache(t, x, max_exact_n=50, directions=512, batch_size=45, seed=0, progress=False)
+    assert torch.allclose(cache.kernel(idx), again.kernel(idx), rtol=1e-5, atol=1e-5 * ref.abs().max())
+    perm = torch.tensor([2, 0, 1])
+    assert torch.allclose(cache.kernel(idx[:3][perm]), cache.kernel(idx[:3])[perm][:, perm])
+    with pytest.raises(ValueError, match="features"):
+        cache.full_kernel
+
+
+def test_invalid_use():
+    t = teacher()
+    x = torch.randn(20, 1, 8, 8)
+    with pytest.raises(ValueError, match="method must be one of"):
+        TeacherKernelCache(t, x, method="jvp", progress=False)
+    cache = TeacherKernelCache(t, x, progress=False)
+    with pytest.raises(ValueError, match=r"\[0, 20\)"):
+        cache.kernel(torch.tensor([0, 20]))
+    with pytest.raises(ValueError, match="integer"):
+        cache.kernel(torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match="max_memory_gb"):
+        TeacherKernelCache(t, x, method="exact", max_memory_gb=1e-6, progress=False)

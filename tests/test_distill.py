@@ -1,0 +1,101 @@
+"""Distillation losses against exact small cases."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from onnx_run.components import DistillContext, HybridModel
+from onnx_run.distill.losses import KDConfig, KDLoss, NTKDConfig, NTKDLoss, kd_loss
+from onnx_run.tasks.backends import FCBackend
+from onnx_run.tasks.classification import ClassificationConfig, ClassificationTask
+
+
+def test_kd_loss_hand_computed():
+    s = torch.tensor([[1.0, 0.0]])
+    t = torch.tensor([[0.0, 2.0]])
+    T = 2.0
+    ps = [math.exp(0.5) / (math.exp(0.5) + 1), 1 / (math.exp(0.5) + 1)]
+    pt = [1 / (1 + math.exp(1)), math.exp(1) / (1 + math.exp(1))]
+    kl = sum(pt[i] * math.log(pt[i] / ps[i]) for i in range(2))
+    assert float(kd_loss(s, t, T)) == pytest.approx(T * T * kl, rel=1e-6)
+    assert float(kd_loss(t, t, T)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_kd_objective_mixes_with_cross_entropy():
+    task = ClassificationTask(ClassificationConfig())
+    s = torch.tensor([[1.0, 0.0], [0.2, 0.3]])
+    t = torch.tensor([[0.0, 2.0], [1.0, -1.0]])
+    y = torch.tensor([1, 0])
+    loss, logs = KDLoss(KDConfig(temperature=3.0, alpha=0.25))(
+        DistillContext(x=s, y=y, index=torch.arange(2), student=None, student_outputs=s, task=task,
+                       teacher_outputs=t))
+    expected = 0.25 * kd_loss(s, t, 3.0) + 0.75 * torch.nn.functional.cross_entropy(s, y)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+    assert set(logs) == {"task_loss", "kd_loss"}
+
+
+class _Linear(torch.nn.Module):
+    """A tiny 'optics': non-negative linear map, so the exact NTK is easy to get by brute force."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.rand(2, 1, 3, 3, dtype=torch.float64))
+
+    def forward(self, x):
+        return torch.nn.functional.conv2d(x, self.weight.square(), padding=1)
+
+
+def _brute_ntk(model, x, names):
+    params = dict(model.named_parameters())
+    rows = []
+    for i in range(x.shape[0]):
+        out = model(x[i:i + 1])[0]
+        grads = []
+        for c in range(out.shape[0]):
+            g = torch.autograd.grad(out[c], [params[n] for n in names], retain_graph=True)
+            grads.append(torch.cat([t.flatten() for t in g]))
+        rows.append(torch.stack(grads))
+    j = torch.stack(rows)  # (n, O, P)
+    return torch.einsum("iop,jop->ij", j, j)
+
+
+@pytest.mark.parametrize("params", ["backend", "all"])
+def test_ntkd_loss_equals_exact_small_case_and_gradient_matches_fd(params):
+    torch.manual_seed(0)
+    task = ClassificationTask(ClassificationConfig())
+    model = HybridModel(_Linear(), FCBackend((2, 4, 4), 3, hidden=[5], pool=2)).double()
+    x = torch.rand(4, 1, 4, 4, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 1])
+    k_teacher = torch.rand(4, 4, dtype=torch.float64)
+    k_teacher = k_teacher @ k_teacher.T
+    cfg = NTKDConfig(alpha=0.5, beta=2.0, discrepancy="mse", params=params)
+    loss_fn = NTKDLoss(cfg)
+
+    def loss_of(with_outputs: bool):
+        ctx = DistillContext(x=x, y=y, index=torch.arange(4), student=model,
+                             student_outputs=None if with_outputs else model(x), task=task,
+                             teacher_kernel=lambda: k_teacher)
+        return loss_fn(ctx)[0]
+
+    names = [n for n, _ in model.named_parameters() if params == "all" or n.startswith("backend.")]
+    k_student = _brute_ntk(model, x, names)
+    expected = 0.5 * task.loss(model(x), y) + 2.0 * ((k_student - k_teacher) ** 2).mean()
+    assert float(loss_of(True).detach()) == pytest.approx(float(expected.detach()), rel=1e-9)
+    assert float(loss_of(False).detach()) == pytest.approx(float(expected.detach()), rel=1e-9)
+    # gradient w.r.t. an optical and a digital parameter vs central finite differences
+    loss = loss_of(True)
+    grads = torch.autograd.grad(loss, [model.frontend.weight, model.backend.net[2].weight])
+    for p, g in zip([model.frontend.weight, model.backend.net[2].weight], grads):
+        for flat in (0, 3):
+            h = 1e-6
+            with torch.no_grad():
+                p.view(-1)[flat] += h
+                up = float(loss_of(True))
+                p.view(-1)[flat] -= 2 * h
+                down = float(loss_of(True))
+                p.view(-1)[flat] += h
+            assert float(g.view(-1)[flat]) == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-9)
+    assert model.frontend.weight.grad is None
