@@ -1,0 +1,55 @@
+"""The whole pipeline through the CLI on tiny configurations: one run per optics plugin and
+one for segmentation (every stage: estimate, teacher, students, realise, fabricate,
+compensate, report), then a resume that finds everything done."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+TINY = ["--seeds", "1", "--distill", "none,ntkd", "--set", "train.epochs=1", "--set", "train.max_train=96",
+        "--set", "teacher_train.epochs=1", "--set", "teacher_train.max_train=96", "--set", "finetune.epochs=1",
+        "--set", "run.progress=false"]
+
+CASES = {
+    "4f": ["--optics", "4f", "--task", "classification"],
+    "diffractive": ["--optics", "diffractive", "--task", "classification"],
+    "metasurface": ["--optics", "metasurface", "--task", "classification", "--set", "optics.realise_iterations=3",
+                    "--set", "optics.gs_iterations=2"],
+    "segmentation": ["--optics", "4f", "--task", "segmentation", "--set", "task.num_images=120"],
+}
+
+
+def _run(args, tmp_path):
+    env = dict(os.environ, ONNX_RUN_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="2")
+    return subprocess.run([sys.executable, "-m", "onnx_run", *args], capture_output=True, text=True, env=env,
+                          timeout=900)
+
+
+SLOW = {"diffractive", "metasurface", "segmentation"}  # CI runs the 4f case; `pytest -m slow` the rest
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in CASES])
+def test_whole_pipeline(case, tmp_path):
+    args = [*CASES[case], *TINY, "--out", str(tmp_path / "runs")]
+    res = _run(args, tmp_path)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    run_dir = next((tmp_path / "runs").iterdir())
+    for name in ("config.toml", "estimate.json", "teacher.json", "results.md", "results.json", "timings.json"):
+        assert (run_dir / name).exists(), name
+    results = json.loads((run_dir / "results.json").read_text())
+    assert [r["method"] for r in results["simulation"]] == ["none", "ntkd"]
+    assert [r["method"] for r in results["after_fabrication"]] == ["none", "e2e", "ntkd"]
+    assert results["realised"] is not None
+    figures = {p.name for p in (run_dir / "figures").glob("*.png")}
+    assert "learning_curves.png" in figures and "kernels.png" in figures
+    assert ("masks.png" if case == "segmentation" else "confusion_ntkd.png") in figures
+    text = (run_dir / "results.md").read_text()
+    assert "## After fabrication" in text and "| ntkd |" in text
+    again = _run(["--resume", str(run_dir)], tmp_path)  # everything is done: nothing retrained
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((run_dir / "results.json").read_text())["simulation"] == results["simulation"]
