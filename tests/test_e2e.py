@@ -13,7 +13,8 @@ import pytest
 
 TINY = ["--seeds", "1", "--distill", "none,ntkd", "--set", "train.epochs=1", "--set", "train.max_train=96",
         "--set", "teacher_train.epochs=1", "--set", "teacher_train.max_train=96", "--set", "finetune.epochs=1",
-        "--set", "run.progress=false"]
+        "--set", "run.progress=false", "--set", "estimate.inits=1", "--set", "estimate.max_train=60",
+        "--set", "estimate.max_eval=30"]
 
 CASES = {
     "4f": ["--optics", "4f", "--task", "classification"],
@@ -30,7 +31,7 @@ def _run(args, tmp_path):
                           timeout=900)
 
 
-SLOW = {"diffractive", "metasurface", "segmentation"}  # CI runs the 4f case; `pytest -m slow` the rest
+SLOW: set[str] = set()  # tiny enough for CI: every optics plugin and the segmentation task
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in CASES])

@@ -9,30 +9,11 @@ import torch
 from click.testing import CliRunner
 
 from onnx_run.cli import cli
-from onnx_run.components import HybridModel
 from onnx_run.config import load_config
 from onnx_run.distill.losses import NoDistillation
 from onnx_run.errors import UserError
 from onnx_run.train.checkpoint import load_checkpoint
 from onnx_run.train.loop import TrainingDiverged, train_model
-
-
-class Boom(Exception):
-    pass
-
-
-class KillAfter(NoDistillation):
-    """Task loss that 'kills' the process after a number of steps (an exception mid-epoch)."""
-
-    def __init__(self, steps):
-        super().__init__(None)
-        self.left = steps
-
-    def __call__(self, ctx):
-        self.left -= 1
-        if self.left < 0:
-            raise Boom()
-        return super().__call__(ctx)
 
 
 class NaNAfter(NoDistillation):
@@ -47,18 +28,8 @@ class NaNAfter(NoDistillation):
 
 
 @pytest.fixture
-def setup(tiny_optics):
-    cfg = load_config(None, ["train.epochs=3", "train.max_train=200", "train.batch_size=32"],
-                      {"optics": "tiny", "distill": "none"})
-    task = cfg.task.build()
-    splits = task.datasets(image_size=(16, 16), channels=1, seed=0)
-
-    def model():
-        torch.manual_seed(0)
-        fe = cfg.optics.build()
-        return HybridModel(fe, task.build_backend(fe.feature_shape(), 10))
-
-    return cfg, task, splits, model
+def setup(tiny_training):
+    return tiny_training(["train.epochs=3", "train.max_train=200", "train.batch_size=32"])
 
 
 def _train(setup, run_dir, loss):
@@ -68,14 +39,14 @@ def _train(setup, run_dir, loss):
                           progress=False)
 
 
-def test_resume_after_kill_is_identical(setup, tmp_path):
+def test_resume_after_kill_is_identical(setup, tmp_path, kill_after):
     ref_model, ref = _train(setup, tmp_path / "ref", NoDistillation(None))
     steps_per_epoch = 200 // 32 + 1
-    with pytest.raises(Boom):
-        _train(setup, tmp_path / "killed", KillAfter(steps_per_epoch * 2 - 3))  # dies inside epoch 2
+    with pytest.raises(kill_after.Killed):
+        _train(setup, tmp_path / "killed", kill_after(steps_per_epoch * 2 - 3))  # dies inside epoch 2
     assert load_checkpoint(tmp_path / "killed" / "last.pt")["epoch"] == 0
-    with pytest.raises(Boom):
-        _train(setup, tmp_path / "killed", KillAfter(steps_per_epoch + 2))  # resumes, dies inside epoch 3
+    with pytest.raises(kill_after.Killed):
+        _train(setup, tmp_path / "killed", kill_after(steps_per_epoch + 2))  # resumes, dies inside epoch 3
     assert load_checkpoint(tmp_path / "killed" / "last.pt")["epoch"] == 1
     resumed_model, resumed = _train(setup, tmp_path / "killed", NoDistillation(None))
     assert resumed["test_accuracy"] == ref["test_accuracy"] and resumed["test_loss"] == ref["test_loss"]
@@ -87,9 +58,9 @@ def test_resume_after_kill_is_identical(setup, tmp_path):
     assert [r["val_accuracy"] for r in rows] == [r["val_accuracy"] for r in ref_rows]
 
 
-def test_finished_run_is_not_retrained(setup, tmp_path):
+def test_finished_run_is_not_retrained(setup, tmp_path, kill_after):
     _, first = _train(setup, tmp_path / "run", NoDistillation(None))
-    _, again = _train(setup, tmp_path / "run", KillAfter(0))  # would raise if it trained
+    _, again = _train(setup, tmp_path / "run", kill_after(0))  # would raise if it trained
     assert again == first
 
 

@@ -67,20 +67,30 @@ def config_options(fn: Callable) -> Callable:
         click.option("--out", help="folder for run directories (run.out)"),
         click.option("--device", help="cpu, cuda or auto (run.device)"),
         click.option("--epochs", type=int, help="student training epochs (train.epochs)"),
+        click.option("--preset", metavar="NAME",
+                     help="named settings under your own (run.preset), e.g. paper: the paper's sizes, for a GPU"),
     ]
     for opt in reversed(options):
         fn = opt(fn)
     return fn
 
 
-_FLAG_NAMES = ("optics", "task", "dataset", "teacher", "distill", "seed", "seeds", "out", "device", "epochs")
+_FLAG_NAMES = ("optics", "task", "dataset", "teacher", "distill", "seed", "seeds", "out", "device", "epochs",
+               "preset")
+
+
+def _print_notes(cfg) -> None:
+    for note in cfg.notes:
+        click.echo(f"Note: {note}", err=True)
 
 
 def load_run_config(kwargs: dict[str, Any]):
     from onnx_run.config import load_config
 
     flags = {k: kwargs.get(k) for k in _FLAG_NAMES}
-    return load_config(kwargs.get("config_file"), kwargs.get("sets") or (), flags)
+    cfg = load_config(kwargs.get("config_file"), kwargs.get("sets") or (), flags)
+    _print_notes(cfg)
+    return cfg
 
 
 def _print_failed() -> None:
@@ -215,12 +225,13 @@ def report_cmd(run_dir: str) -> None:
 @config_options
 @click.option("--sweep", metavar="KEY=V1,V2,...",
               help="vary one setting, e.g. optics.num_kernels=1,2,4,8 or optics.aperture_mm=0.5,1,2")
-@click.option("--inits", type=click.IntRange(1, 64), default=3, show_default=True,
-              help="random initialisations the NTK is averaged over")
-@click.option("--width-multiplier", type=click.IntRange(1, 64), default=4, show_default=True,
-              help="backend hidden widths are multiplied by this (towards the wide limit)")
-@click.option("--max-train", type=click.IntRange(10, 100000), default=1000, show_default=True,
-              help="training images in the kernel regression")
+@click.option("--inits", type=click.IntRange(1, 64), default=None,
+              help="random initialisations the NTK is averaged over [default: 3]")
+@click.option("--width-multiplier", type=click.IntRange(1, 64), default=None,
+              help="backend hidden widths are multiplied by this, towards the wide limit "
+                   "[default: 4; segmentation 1]")
+@click.option("--max-train", type=click.IntRange(10, 100000), default=None,
+              help="training images in the kernel regression [default: 1000; segmentation 400]")
 def estimate_cmd(sweep, inits, width_multiplier, max_train, **kwargs) -> None:
     """How many kernels fit, and what accuracy can the design reach? (NTK kernel regression)"""
     from onnx_run.config import build_raw, parse_value, resolve, set_dotted
@@ -241,6 +252,7 @@ def estimate_cmd(sweep, inits, width_multiplier, max_train, **kwargs) -> None:
         if key is not None:
             set_dotted(point, key, value)
         configs.append(resolve(point))
+    _print_notes(configs[0])
     from onnx_run.estimate.ntk_estimate import estimate_design
 
     rows = []

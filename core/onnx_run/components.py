@@ -14,6 +14,8 @@ import attrs
 import torch
 from torch import nn
 
+from onnx_run.precision import float32_region, to_float32
+
 
 @attrs.frozen
 class Layout:
@@ -137,6 +139,12 @@ class Task:
         """The digital backend mapping optical features (B, K, H', W') to outputs."""
         raise NotImplementedError
 
+    def estimate_settings(self) -> dict[str, Any]:
+        """Defaults of ``estimate_design`` for this task (``width_multiplier``, ``max_train``,
+        ``max_eval``, ``inits``) where the generic ones would not fit a CPU: a dense task's
+        per-sample gradients are O x the decoder's parameters. Explicit CLI options win."""
+        return {}
+
     def backend_for_estimate(self, feature_shape: tuple[int, int, int], num_outputs: int,
                              width_multiplier: int) -> nn.Module:
         """The backend of ``onnx-run estimate``'s reference network, hidden widths multiplied
@@ -160,7 +168,12 @@ class Task:
 
 
 class HybridModel(nn.Module):
-    """Optical frontend followed by a digital backend; parameters ``frontend.*``, ``backend.*``."""
+    """Optical frontend followed by a digital backend; parameters ``frontend.*``, ``backend.*``.
+
+    Under ``torch.autocast`` (``run.precision`` bf16/fp16) only the backend runs in low
+    precision: the frontend always sees float32 input with autocast off, so its fields, FFTs
+    and PSF convolutions stay float32/complex64 (see :mod:`onnx_run.precision`).
+    """
 
     def __init__(self, frontend: OpticalFrontend, backend: nn.Module):
         super().__init__()
@@ -168,7 +181,9 @@ class HybridModel(nn.Module):
         self.backend = backend
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backend(self.frontend(x))
+        with float32_region():
+            features = self.frontend(to_float32(x))
+        return self.backend(features)
 
     def backend_parameter_names(self) -> list[str]:
         return [n for n, p in self.named_parameters() if n.startswith("backend.") and p.requires_grad]

@@ -37,6 +37,11 @@ class RunSettings:
     device: str = attrs.field(default="cpu", validator=v.in_(["cpu", "cuda", "auto"]))
     progress: bool = True
     threads: int = attrs.field(default=0, validator=[v.ge(0), v.le(256)])  # torch CPU threads; 0: torch's default
+    #: autocast dtype of the digital parts (backend, teacher): fp32, bf16 (CPU/CUDA), fp16 (CUDA);
+    #: the optics and the NTK always run in float32/complex64 (onnx_run.precision)
+    precision: str = attrs.field(default="fp32", validator=v.in_(["fp32", "bf16", "fp16"]))
+    #: a named set of settings under the user's own (``--preset paper``); "" = none. See :data:`PRESETS`
+    preset: str = ""
 
 
 @attrs.define(kw_only=True)
@@ -115,6 +120,20 @@ class FinetuneSettings(TrainSettings):
     batch_size: int = attrs.field(default=64, validator=v.ge(1))
 
 
+@attrs.define(kw_only=True)
+class EstimateSettings:
+    """Sizes of the NTK accuracy estimate (stage ``estimate``, ``onnx-run estimate``).
+
+    0 means automatic: the task's ``estimate_settings()`` (segmentation: a x1 decoder, 400
+    training images), else 3 inits, backend widths x4, 1000 training and 400 val/test images.
+    """
+
+    inits: int = attrs.field(default=0, validator=[v.ge(0), v.le(64)])
+    width_multiplier: int = attrs.field(default=0, validator=[v.ge(0), v.le(64)])
+    max_train: int = attrs.field(default=0, validator=[v.ge(0), v.le(100_000)])
+    max_eval: int = attrs.field(default=0, validator=[v.ge(0), v.le(100_000)])
+
+
 #: core section name -> attrs class; later stages add theirs with :func:`add_section`
 SECTIONS: dict[str, type] = {
     "run": RunSettings,
@@ -123,6 +142,7 @@ SECTIONS: dict[str, type] = {
     "students": StudentSettings,
     "fabricate": FabricateSettings,
     "finetune": FinetuneSettings,
+    "estimate": EstimateSettings,
 }
 
 #: component section -> (registry kind, default name or None = required)
@@ -150,6 +170,35 @@ FLAG_KEYS: dict[str, str] = {
     "out": "run.out",
     "device": "run.device",
     "epochs": "train.epochs",
+    "preset": "run.preset",
+}
+
+#: Run presets (``--preset NAME``, ``run.preset``): name -> core section -> settings. They sit
+#: under the user's settings (config file, ``--set``, flags) and above the built-in defaults;
+#: each component adds its own section's values through an optional classmethod
+#: ``run_presets(settings)`` on its config class (docs/plugins.md). ``paper``: the sizes of the
+#: NTKD paper (batch 128 for classification, 5 seeds; epochs are ours: the paper gives none),
+#: meant for a GPU (``run.device = "auto"``).
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "paper": {
+        "run": {"seeds": 5, "device": "auto"},
+        "train": {"batch_size": 128, "epochs": 100},
+        "teacher_train": {"batch_size": 128, "epochs": 50},
+        "students": {"methods": ["none", "kd", "ntkd"]},
+        "finetune": {"batch_size": 128, "epochs": 50, "fraction": 0.1, "methods": ["none", "e2e", "ntkd"]},
+    },
+}
+
+#: what a preset changes for a task kind (``Task.kind``), on top of :data:`PRESETS`
+PRESETS_BY_TASK_KIND: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
+    "paper": {
+        # the paper trains segmentation with batch 8
+        "segmentation": {
+            "train": {"batch_size": 8, "epochs": 40},
+            "teacher_train": {"batch_size": 8, "epochs": 40},
+            "finetune": {"batch_size": 8, "epochs": 20},
+        },
+    },
 }
 
 
@@ -312,6 +361,9 @@ class RunConfig:
     sections: dict[str, Any]
     components: dict[str, ComponentChoice]
     methods: dict[str, dict[str, ComponentChoice]] = attrs.field(factory=dict)
+    #: one line per thing the user should know about how the config was resolved (a chosen
+    #: component without values for the run preset); the CLI prints them to stderr
+    notes: list[str] = attrs.field(factory=list)
 
     def __getattr__(self, name: str) -> Any:
         sections = object.__getattribute__(self, "sections")
@@ -353,8 +405,91 @@ def _drop_none(obj: Any) -> Any:
     return obj
 
 
+class _Preset:
+    """The run preset while a config is resolved: the values it adds under the user's settings,
+    the names the core and the chosen components know, and notes for components without it."""
+
+    def __init__(self, raw: Mapping[str, Any]):
+        run = raw.get("run", {})
+        name = run.get("preset", "") if isinstance(run, Mapping) else ""
+        if not isinstance(name, str):
+            raise UserError(f"run.preset: expected a string (a preset name), got {name!r}")
+        self.name = name
+        self.known: set[str] = set(PRESETS)
+        self.notes: list[str] = []
+
+    def core(self, task_kind: str) -> dict[str, dict[str, Any]]:
+        """The core sections' values for a task of kind ``task_kind``."""
+        if not self.name:
+            return {}
+        out = merge({}, PRESETS.get(self.name, {}))
+        out = merge(out, PRESETS_BY_TASK_KIND.get(self.name, {}).get(task_kind, {}))
+        for section, values in out.items():
+            cls = SECTIONS.get(section)
+            fields = {f.name for f in attrs.fields(cls)} if cls is not None else set()
+            unknown = sorted(set(values) - fields)
+            if cls is None or unknown:
+                what = f"section {section!r}" if cls is None else f"{section}.{', '.join(unknown)}"
+                raise UserError(f"run preset {self.name!r} sets {what}, which the config does not have")
+        return out
+
+    def component(self, comp: Any, section: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The values of the chosen component ``comp`` for its own section, given the settings
+        already decided there (the user's and, for the optics, the task's suggestions)."""
+        from onnx_run.plugins import KIND_LABELS, PluginError
+
+        if not self.name or comp.config is None:
+            return {}
+        label = f"{KIND_LABELS.get(comp.kind, comp.kind)} {comp.name!r}"
+        hook = getattr(comp.config, "run_presets", None)
+        if hook is None:
+            self.notes.append(f"preset {self.name!r}: {label} defines no run presets; its own defaults are used "
+                              f"([{section}])")
+            return {}
+        try:
+            offered = hook(dict(settings))
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a plugin bug becomes one line naming the plugin
+            raise PluginError(f"{label} (plugin {comp.plugin!r}): run_presets() failed: "
+                              f"{type(exc).__name__}: {exc}") from None
+        if not isinstance(offered, Mapping) or not all(isinstance(v, Mapping) for v in offered.values()):
+            raise PluginError(f"{label} (plugin {comp.plugin!r}): run_presets() must return "
+                              f"{{preset name: {{key: value}}}}, got {offered!r}")
+        self.known.update(offered)
+        values = offered.get(self.name)
+        if values is None:
+            self.notes.append(f"preset {self.name!r}: {label} has no values for it; its own defaults are used "
+                              f"([{section}])")
+            return {}
+        fields = [f.name for f in attrs.fields(comp.config)]
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise PluginError(f"preset {self.name!r} of {label} (plugin {comp.plugin!r}) sets "
+                              f"{', '.join(unknown)}, which [{section}] does not have; its keys: {', '.join(fields)}")
+        return dict(values)
+
+    def check(self) -> None:
+        if self.name and self.name not in self.known:
+            raise UserError(f"--preset (run.preset): unknown preset {self.name!r}; allowed: "
+                            f"{', '.join(sorted(self.known))}")
+
+
+def _under(preset_values: Mapping[str, Any], table: Any) -> Any:
+    """A section's table with a preset's values under the user's (a non-table is left as is)."""
+    if not preset_values or not isinstance(table, Mapping):
+        return table
+    return merge(dict(preset_values), table)
+
+
 def resolve(raw: Mapping[str, Any]) -> RunConfig:
-    """Structure a raw config tree (TOML + overrides) into a :class:`RunConfig`."""
+    """Structure a raw config tree (TOML + overrides) into a :class:`RunConfig`.
+
+    Layers, lowest first: the built-in defaults, the run preset (``run.preset``: the core's
+    :data:`PRESETS` and the chosen components' ``run_presets``), the task's suggestions for the
+    optics (``Task.optics_defaults``, which beat the optics' own preset values: the task knows
+    how many maps its backend needs), and ``raw`` (the user's file, ``--set`` and flags).
+    """
     from onnx_run.plugins import get_component
 
     raw = dict(raw)
@@ -362,13 +497,14 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
     for key in raw:
         if key not in known:
             raise UserError(f"unknown config section {key!r}; allowed sections: {', '.join(sorted(known))}")
-    sections = {name: structure_section(raw.get(name, {}), cls, name) for name, cls in SECTIONS.items()}
+    preset = _Preset(raw)
 
     comps: dict[str, ComponentChoice] = {}
-    for section, (kind, default) in COMPONENT_SECTIONS.items():
-        table = dict(raw.get(section, {}))
+
+    def component(section: str, kind: str, default: str | None) -> None:
         if not isinstance(raw.get(section, {}), Mapping):
             raise UserError(f"{section}: expected a table with a 'name', got {raw[section]!r}")
+        table = dict(raw.get(section, {}))
         name = table.pop("name", None)
         if name is None and section == "teacher":
             name = getattr(comps["task"].factory(comps["task"].config), "default_teacher", None)
@@ -377,13 +513,13 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
         if not isinstance(name, str):
             raise UserError(f"{section}.name: expected a string, got {name!r}")
         comp = get_component(kind, name, key=f"{section}.name")
+        suggested: dict[str, Any] = {}
         if section == "optics" and comp.config is not None:
             # the task may suggest optics settings (input size, kernel count); the user's win
             task = comps["task"].factory(comps["task"].config)
             names = {f.name for f in attrs.fields(comp.config)}
-            for key, value in task.optics_defaults().items():
-                if key in names and key not in table:
-                    table[key] = value
+            suggested = {k: v for k, v in task.optics_defaults().items() if k in names and k not in table}
+        table = {**preset.component(comp, section, {**suggested, **table}), **suggested, **table}
         if comp.config is None:
             if table:
                 raise UserError(f"{section}: {kind} {name!r} takes no settings, got {', '.join(table)}")
@@ -391,6 +527,16 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
         else:
             cfg = structure_section(table, comp.config, section)
         comps[section] = ComponentChoice(name, cfg, comp.factory)
+
+    core: dict[str, dict[str, Any]] = {}
+    if preset.name:  # the core's preset values depend on the kind of task: resolve it first
+        component("task", *COMPONENT_SECTIONS["task"])
+        core = preset.core(getattr(comps["task"].factory(comps["task"].config), "kind", ""))
+    sections = {name: structure_section(_under(core.get(name, {}), raw.get(name, {})), cls, name)
+                for name, cls in SECTIONS.items()}
+    for section, (kind, default) in COMPONENT_SECTIONS.items():
+        if section not in comps:
+            component(section, kind, default)
 
     methods: dict[str, dict[str, ComponentChoice]] = {}
     for section, (kind, list_key) in METHOD_SECTIONS.items():
@@ -408,15 +554,19 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
         for name in names:
             comp = get_component(kind, name, key=list_key)
             table = tables.get(name, {})
+            table = _under(preset.component(comp, f"{section}.{name}", table if isinstance(table, Mapping) else {}),
+                           table)
             cfg = structure_section(table, comp.config, f"{section}.{name}") if comp.config else None
             chosen[name] = ComponentChoice(name, cfg, comp.factory)
         methods[section] = chosen
-    return RunConfig(sections, comps, methods)
+    preset.check()
+    return RunConfig(sections, comps, methods, notes=preset.notes)
 
 
 def build_raw(config_file: str | Path | None = None, sets: tuple[str, ...] | list[str] = (),
               flags: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Merge the sources in order: TOML file, convenience flags, then ``--set`` overrides."""
+    """Merge the user's sources in order: TOML file, convenience flags, then ``--set`` overrides
+    (a run preset named in them is applied under all of these by :func:`resolve`)."""
     raw: dict[str, Any] = load_toml(config_file) if config_file else {}
     for flag, value in (flags or {}).items():
         if value is None or flag not in FLAG_KEYS:

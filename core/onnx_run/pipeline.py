@@ -18,6 +18,7 @@ import torch
 from onnx_run.components import HybridModel
 from onnx_run.config import RunConfig, load_toml, resolve
 from onnx_run.errors import UserError
+from onnx_run.precision import check_precision
 from onnx_run.train.checkpoint import atomic_write_text, write_json
 from onnx_run.train.loop import resolve_device, seed_everything, train_model
 
@@ -28,6 +29,8 @@ PARALLEL_STAGES: tuple[str, ...] = ("teacher", "students")
 
 def default_run_dir(cfg: RunConfig) -> Path:
     name = cfg.run.name or f"{cfg.optics.name}-{cfg.task.name}-{getattr(cfg.task.config, 'dataset', 'data')}"
+    if not cfg.run.name and cfg.run.preset:  # a preset run never collides with the default-sized one
+        name += f"-{cfg.run.preset}"
     return Path(cfg.run.out) / name
 
 
@@ -50,7 +53,9 @@ class Pipeline:
         self.teacher_checkpoint = teacher_checkpoint
         from onnx_run.train.distributed import init_from_env
 
-        self.device = init_from_env(resolve_device(cfg.run.device))
+        device = resolve_device(cfg.run.device)
+        self.precision = check_precision(cfg.run.precision, device)  # fp16 without CUDA: refused here
+        self.device = init_from_env(device)
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
         self.progress = cfg.run.progress
@@ -148,7 +153,8 @@ class Pipeline:
                 model = self.build_student(seed)
                 summary = train_model(model, self.task, self.splits, self.cfg.train, run_dir, loss_fn=loss_fn,
                                       seed=seed, device=self.device, teacher=teacher, teacher_kernel=kernel,
-                                      desc=f"student {method} seed {seed}", progress=self.progress)
+                                      desc=f"student {method} seed {seed}", progress=self.progress,
+                                      precision=self.precision)
                 results.setdefault(method, []).append(summary)
         return results
 
@@ -208,8 +214,9 @@ class Pipeline:
                 continue
             model, realised = self.realised_frontend(seed)
             hybrid = HybridModel(realised, model.backend).to(self.device)
-            test = evaluate(hybrid, self.task, self.splits.test, device=self.device)
-            ideal = evaluate(model.to(self.device), self.task, self.splits.test, device=self.device)
+            test = evaluate(hybrid, self.task, self.splits.test, device=self.device, precision=self.precision)
+            ideal = evaluate(model.to(self.device), self.task, self.splits.test, device=self.device,
+                             precision=self.precision)
             summary = {"seed": seed, "student": self.fabricated_student(),
                        **{f"test_{k}": x for k, x in test.items()}, **{f"ideal_test_{k}": x for k, x in ideal.items()},
                        **json.loads((out / "report.json").read_text())}
@@ -308,7 +315,8 @@ class Pipeline:
             if method in todo:
                 summary = finetune_backend(task=self.task, splits=self.splits, method=method, settings=settings,
                                            run_dir=base / method, seed=int(info["student_seed"]), device=self.device,
-                                           loss_choices=self.cfg.methods["distill"], progress=self.progress, **ctx)
+                                           loss_choices=self.cfg.methods["distill"], progress=self.progress,
+                                           precision=self.precision, **ctx)
             else:
                 summary = json.loads(path.read_text())
             rows.append({"method": method, "device": name, **summary})

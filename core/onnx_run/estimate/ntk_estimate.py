@@ -49,32 +49,51 @@ def _subset(ds, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def average_ntk(build: Callable[[int], HybridModel], x: torch.Tensor, *, reduce, inits: int, seed: int,
-                progress: bool = True, chunk: int = 0) -> torch.Tensor:
-    """Mean empirical NTK (float64) over ``inits`` random initialisations."""
-    from onnx_run.ntk import empirical_ntk
+                progress: bool = True, max_memory_gb: float = 2.0, directions: int = 256) -> torch.Tensor:
+    """Mean empirical NTK (float64) over ``inits`` random initialisations.
+
+    Each init's kernel is exact when its per-sample gradient factors fit ``max_memory_gb``, else
+    a seeded random-feature sketch with ``directions`` directions (dense tasks: a decoder's
+    factors are O x its parameter count per sample); see ntk.teacher_cache.bounded_kernel.
+    """
+    from onnx_run.ntk.teacher_cache import bounded_kernel
 
     total = None
     for i in tqdm(range(inits), desc="NTK over inits", disable=not progress, leave=False):
         model = build(seed + i).eval()
-        backend = [n for n, p in model.named_parameters() if n.startswith("backend.") and p.requires_grad]
+        backend = [n[len("backend."):] for n, p in model.named_parameters()
+                   if n.startswith("backend.") and p.requires_grad]
         with torch.no_grad():
             feats = model.frontend(x)  # random optics: a fixed random feature map, computed once
-        k = empirical_ntk(model.backend, feats, params=[n[len("backend."):] for n in backend], reduce=reduce,
-                          method="structured").detach().to(torch.float64)
+        k, _mode = bounded_kernel(model.backend, feats, reduce=reduce, params=backend, max_memory_gb=max_memory_gb,
+                                  directions=directions, seed=seed + i)
+        k = k.detach().to(torch.float64)
         total = k if total is None else total + k
     assert total is not None
     return total / inits
 
 
-def estimate_design(cfg: RunConfig, *, inits: int = 3, width_multiplier: int = 4, max_train: int = 1000,
-                    max_eval: int = 400, progress: bool = True, ridges=DEFAULT_RIDGES,
-                    splits: Any = None) -> dict[str, Any]:
-    """Layout and NTK-regression accuracy estimate of the configured optics + task."""
+ESTIMATE_DEFAULTS = {"inits": 3, "width_multiplier": 4, "max_train": 1000, "max_eval": 400}
+
+
+def estimate_design(cfg: RunConfig, *, inits: int | None = None, width_multiplier: int | None = None,
+                    max_train: int | None = None, max_eval: int | None = None, progress: bool = True,
+                    ridges=DEFAULT_RIDGES, splits: Any = None, max_memory_gb: float = 4.0) -> dict[str, Any]:
+    """Layout and NTK-regression accuracy estimate of the configured optics + task.
+
+    Sizes left as None come from the config's [estimate] section (0 = automatic), then the
+    task's ``estimate_settings()``, then ESTIMATE_DEFAULTS."""
     from onnx_run.ntk import kernel_ridge_regression, select_ridge
 
     t0 = time.perf_counter()
     seed = cfg.run.seed
     task = cfg.task.build()
+    given = {"inits": inits, "width_multiplier": width_multiplier, "max_train": max_train, "max_eval": max_eval}
+    configured = {k: getattr(cfg.estimate, k) for k in ESTIMATE_DEFAULTS if getattr(cfg.estimate, k)}
+    sizes = {**ESTIMATE_DEFAULTS, **task.estimate_settings(), **configured,
+             **{k: v for k, v in given.items() if v is not None}}
+    inits, width_multiplier = int(sizes["inits"]), int(sizes["width_multiplier"])
+    max_train, max_eval = int(sizes["max_train"]), int(sizes["max_eval"])
     seed_everything(seed)
     probe = cfg.optics.build()
     layout = probe.layout()
@@ -94,7 +113,8 @@ def estimate_design(cfg: RunConfig, *, inits: int = 3, width_multiplier: int = 4
         backend = task.backend_for_estimate(feature_shape, num_outputs, width_multiplier)
         return HybridModel(frontend, backend)
 
-    k = average_ntk(build, x_all, reduce=task.ntk_reduce, inits=inits, seed=seed, progress=progress)
+    k = average_ntk(build, x_all, reduce=task.ntk_reduce, inits=inits, seed=seed, progress=progress,
+                    max_memory_gb=max_memory_gb)
     k_tr = k[:ntr, :ntr]
     k_va = k[ntr:ntr + nva, :ntr]
     k_te = k[ntr + nva:, :ntr]

@@ -47,8 +47,9 @@ def backend_state(student_state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 def finetune_backend(*, task, splits, backend: torch.nn.Module, train_idx: torch.Tensor, train_features: torch.Tensor,
                      val_features: torch.Tensor, test_features: torch.Tensor, method: str, settings, run_dir: Path,
                      seed: int, device: torch.device, teacher=None, loss_choices: dict[str, Any] | None = None,
-                     progress: bool = True) -> dict[str, Any]:
-    """Fine-tune (or, for ``none``, just evaluate) a copy of ``backend`` on captured features."""
+                     progress: bool = True, precision: str = "fp32") -> dict[str, Any]:
+    """Fine-tune (or, for ``none``, just evaluate) a copy of ``backend`` on captured features;
+    ``precision`` (``run.precision``) is the autocast of the backend and teacher."""
     if method not in FINETUNE_METHODS:
         raise UserError(f"finetune.methods: unknown method {method!r}; allowed: {', '.join(FINETUNE_METHODS)}")
     run_dir = Path(run_dir)
@@ -65,8 +66,8 @@ def finetune_backend(*, task, splits, backend: torch.nn.Module, train_idx: torch
             import json
 
             return json.loads((run_dir / "summary.json").read_text())
-        test = evaluate(model, task, data.test, device=device)
-        val = evaluate(model, task, data.val, device=device)
+        test = evaluate(model, task, data.test, device=device, precision=precision)
+        val = evaluate(model, task, data.val, device=device, precision=precision)
         summary = {"name": "none", "seed": seed, "epochs": 0, "wall_time_s": 0.0,
                    **{f"test_{k}": x for k, x in test.items()}, **{f"val_{k}": x for k, x in val.items()}}
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -91,4 +92,4 @@ def finetune_backend(*, task, splits, backend: torch.nn.Module, train_idx: torch
                        teacher=teacher if loss_fn.needs_teacher else None, teacher_kernel=teacher_kernel,
                        param_names=[n for n, p in model.named_parameters() if p.requires_grad],
                        train_inputs=train_features, desc=f"finetune {method} seed {seed}", progress=progress,
-                       keep_initial=True)
+                       keep_initial=True, precision=precision)

@@ -17,6 +17,10 @@ give kernels of the same shape (n, n). Four ways to get it (see docs/ntk.md for 
 
 Samples must not interact inside the model (BatchNorm in eval mode, no dropout): the kernel is a
 property of a deterministic function applied sample by sample.
+
+Kernels are always computed in float32: under ``torch.autocast`` (``run.precision`` bf16/fp16)
+the functions here switch autocast off and cast half-precision inputs to float32, so NTKD
+compares the same kernels at every precision.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vmap
+
+from onnx_run.precision import float32_region, to_float32
 
 NTK_METHODS = ("exact", "jvp", "fd", "structured")
 
@@ -168,6 +174,7 @@ class KernelFactors:
         )
 
 
+@float32_region()
 def cross_kernel(f1: KernelFactors, f2: KernelFactors) -> Tensor:
     """K[i, j] between the samples of f1 (rows) and of f2 (columns)."""
     k = None
@@ -220,6 +227,7 @@ class FactorSketch:
             for p in f.products
         ]
 
+    @float32_region()
     def __call__(self, f: KernelFactors) -> Tensor:
         if self._feature_maps is None:
             self._draw(f)
@@ -427,6 +435,7 @@ class _Taps:
         return hook
 
 
+@float32_region()
 def kernel_factors(
     model: nn.Module,
     x: Tensor,
@@ -446,7 +455,9 @@ def kernel_factors(
     ``cost_rows`` / ``cost_pairs`` size the choice of form per layer (default: this batch and
     its n x n kernel); a cache passes fixed values so every chunk gets the same forms.
     ``force_form`` ("features" or "product") overrides that choice (tests).
+    Float32 under autocast, like every kernel here.
     """
+    x = to_float32(x)
     n = x.shape[0]
     cost_rows = n if cost_rows is None else cost_rows
     cost_pairs = cost_rows * cost_rows if cost_pairs is None else cost_pairs
@@ -558,6 +569,7 @@ def _fd_features(
 # public API
 
 
+@float32_region()
 def empirical_ntk(
     model: nn.Module,
     x: Tensor,
@@ -581,6 +593,7 @@ def empirical_ntk(
     """
     if method not in NTK_METHODS:
         raise ValueError(f"unknown NTK method {method!r}; choose one of {NTK_METHODS}")
+    x = to_float32(x)
     if x.dim() < 1 or x.shape[0] == 0:
         raise ValueError(f"x must be a non-empty batch (B, ...), got shape {tuple(x.shape)}")
     chosen = resolve_params(model, params)
@@ -602,6 +615,7 @@ def empirical_ntk(
         return (g @ g.T) / directions
 
 
+@float32_region()
 def empirical_ntk_with_outputs(
     model: nn.Module,
     x: Tensor,
@@ -620,6 +634,7 @@ def empirical_ntk_with_outputs(
     """
     if method not in ("structured", "exact"):
         raise ValueError(f"empirical_ntk_with_outputs needs an exact method ('structured' or 'exact'), got {method!r}")
+    x = to_float32(x)
     if x.dim() < 1 or x.shape[0] == 0:
         raise ValueError(f"x must be a non-empty batch (B, ...), got shape {tuple(x.shape)}")
     chosen = resolve_params(model, params)
@@ -632,6 +647,7 @@ def empirical_ntk_with_outputs(
         return cross_kernel(fac, fac), fac.model_output
 
 
+@float32_region()
 def empirical_ntk_full(
     model: nn.Module, x: Tensor, *, params: Sequence[str] | None = None, reduce: Reduce | None = None
 ) -> Tensor:
@@ -643,6 +659,7 @@ def empirical_ntk_full(
     """
     chosen = resolve_params(model, params)
     check_samplewise(model)
+    x = to_float32(x)
     n = x.shape[0]
 
     def per_sample(p: dict[str, Tensor], xi: Tensor) -> Tensor:

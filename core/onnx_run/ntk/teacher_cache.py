@@ -192,6 +192,13 @@ class TeacherKernelCache:
         """Exact teacher NTK of arbitrary inputs x, computed now (no cache, no graph)."""
         return empirical_ntk(self.teacher, x, params=self.params, reduce=self.reduce, method=self.method)
 
+    def gram(self) -> Tensor:
+        """The n x n kernel over all of x_all: exact, or Phi Phi^T of the stored features."""
+        if self._kernel is not None:
+            return self._kernel
+        assert self._features is not None
+        return self._features @ self._features.T
+
     @property
     def full_kernel(self) -> Tensor:
         """The whole n x n exact kernel (exact mode only)."""
@@ -203,3 +210,43 @@ class TeacherKernelCache:
 def _factor_bytes(f: KernelFactors) -> int:
     ts = list(f.features) + [t for p in f.products for t in (p.u, p.d)]
     return sum(t.numel() * t.element_size() for t in ts)
+
+
+def factor_bytes_per_sample(model: nn.Module, x: Tensor, *, reduce: Reduce | None = None,
+                            params: Sequence[str] | None = None, cost_rows: int | None = None,
+                            cost_pairs: int | None = None) -> float:
+    """Bytes of structured per-sample factors for one sample of ``x`` (measured on x[:2]).
+
+    Sizes a kernel before building it: n times this is what the exact mode holds. Pass the
+    build's ``cost_rows`` / ``cost_pairs`` so the per-layer forms match it."""
+    chosen = {k: v.detach() for k, v in resolve_params(model, params).items()}
+    probe = x[: min(2, x.shape[0])]
+    with torch.no_grad():
+        fac = kernel_factors(model, probe, chosen, reduce, structured=True, cost_rows=cost_rows,
+                             cost_pairs=cost_pairs)
+    return _factor_bytes(fac) / probe.shape[0]
+
+
+def bounded_kernel(model: nn.Module, x: Tensor, *, reduce: Reduce | None = None,
+                   params: Sequence[str] | None = None, max_memory_gb: float = 2.0, directions: int = 256,
+                   seed: int = 0, progress: bool = False) -> tuple[Tensor, str]:
+    """The n x n trace NTK of ``model`` on ``x`` within a memory budget: (kernel, mode).
+
+    Exact (chunked structured factors) when n per-sample factors fit ``max_memory_gb``;
+    otherwise the seeded random-feature sketch of the same gradients ("features" mode, R =
+    ``directions``, relative error ~ 1/sqrt(R)). Chunks are sized so one chunk's factors take
+    at most an eighth of the budget: a dense-output backend (a decoder with O projected
+    outputs) has per-sample factors of O x its parameter count.
+    """
+    n = int(x.shape[0])
+    budget = max_memory_gb * 2**30
+    per_sample = factor_bytes_per_sample(model, x, reduce=reduce, params=params, cost_rows=128, cost_pairs=128 * n)
+    chunk = int(max(1, min(128, budget / 8 / max(per_sample, 1.0))))
+    if chunk != 128:  # the layer forms depend on the chunk size: measure again with the real one
+        per_sample = factor_bytes_per_sample(model, x, reduce=reduce, params=params, cost_rows=chunk,
+                                             cost_pairs=chunk * n)
+    exact = per_sample * n <= budget
+    cache = TeacherKernelCache(model, x, reduce=reduce, params=params, max_exact_n=n if exact else 0,
+                               batch_size=chunk, directions=directions, seed=seed, progress=progress,
+                               max_memory_gb=max_memory_gb)
+    return cache.gram(), cache.mode

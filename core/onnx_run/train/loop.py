@@ -3,6 +3,10 @@
 Batches come from a permutation drawn from a generator seeded by (seed, epoch), so an epoch
 replays the same batches after a resume; the global RNG state is saved with the checkpoint
 for anything else random (estimator directions, noise).
+
+``precision`` (``run.precision``) puts the forward passes and the loss under ``torch.autocast``
+(bf16, or fp16 with a GradScaler whose state is checkpointed); the optics and the NTK stay in
+float32 (see :mod:`onnx_run.precision`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from tqdm.auto import tqdm
 from onnx_run.components import DistillationLoss, DistillContext, Task
 from onnx_run.config import TrainSettings
 from onnx_run.errors import UserError
+from onnx_run.precision import autocast, check_precision, float32_region, make_grad_scaler, to_float32
 from onnx_run.train import distributed as dist
 from onnx_run.train.checkpoint import load_checkpoint, save_checkpoint, write_json
 
@@ -89,8 +94,9 @@ def make_scheduler(opt: torch.optim.Optimizer, settings: TrainSettings, steps_pe
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256, device: torch.device | None = None,
-            transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-    """Outputs of ``model`` on ``x`` in eval mode, batched; ``transform`` maps inputs first."""
+            transform: Callable[[torch.Tensor], torch.Tensor] | None = None, precision: str = "fp32") -> torch.Tensor:
+    """Outputs of ``model`` on ``x`` in eval mode, batched, as float32; ``transform`` maps inputs
+    first (in float32); ``precision`` as in ``run.precision`` (autocast for the model only)."""
     was_training = model.training
     model.eval()
     device = device or next(model.parameters()).device
@@ -99,15 +105,31 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 256, device:
         xb = x[start:start + batch_size].to(device)
         if transform is not None:
             xb = transform(xb)
-        outs.append(model(xb).float().cpu())
+        with autocast(device, precision):
+            outs.append(model(xb).float().cpu())
     model.train(was_training)
     return torch.cat(outs) if outs else torch.empty(0)
 
 
 def evaluate(model: nn.Module, task: Task, dataset, *, device: torch.device, batch_size: int = 256,
-             transform=None) -> dict[str, float]:
+             transform=None, precision: str = "fp32") -> dict[str, float]:
     x, y = dataset.tensors[0], dataset.tensors[1]
-    return task.metrics(predict(model, x, batch_size=batch_size, device=device, transform=transform), y)
+    return task.metrics(predict(model, x, batch_size=batch_size, device=device, transform=transform,
+                                precision=precision), y)
+
+
+def _float32_outputs(out: Any) -> Any:
+    """Model outputs computed under autocast, back in float32 for the losses (softmax, KL)."""
+    return to_float32(out) if isinstance(out, torch.Tensor) else out
+
+
+def _float32_kernel(teacher_kernel: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], xb: torch.Tensor,
+                    idx: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """The teacher NTK of a batch, looked up (or computed) with autocast off: NTKs are float32."""
+    def kernel() -> torch.Tensor:
+        with float32_region():
+            return teacher_kernel(xb, idx)
+    return kernel
 
 
 def _read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -144,6 +166,7 @@ def train_model(
     progress: bool = True,
     hooks: bool = True,
     keep_initial: bool = False,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Train ``model`` (only ``param_names`` if given) and return the summary.
 
@@ -154,10 +177,13 @@ def train_model(
     feature maps after fabrication); the teacher always sees the raw images.
     ``teacher_kernel(x, index)`` gives the teacher NTK of a batch. ``keep_initial`` counts the
     starting weights as a candidate for best.pt (fine-tuning must never end worse on the
-    validation set than where it started).
+    validation set than where it started). ``precision``: "fp32", "bf16" or "fp16" (CUDA only):
+    forward passes and losses run under autocast (the optics and NTKs stay float32); fp16 scales
+    the loss with a GradScaler (overflowing steps are skipped), whose state goes into last.pt.
     """
     from onnx_run.plugins import call_lifecycle
 
+    check_precision(precision, device)
     run_dir = Path(run_dir)
     summary_path = run_dir / "summary.json"
     if summary_path.exists():
@@ -191,6 +217,7 @@ def train_model(
     net = dist.wrap(model, device)  # DDP when launched by torchrun; gradients averaged over ranks
     opt = make_optimizer(model, settings, param_names)
     sched = make_scheduler(opt, settings, steps_per_epoch)
+    scaler = make_grad_scaler(device, precision)  # a no-op unless fp16
 
     start_epoch, best_metric, elapsed = 0, -math.inf, 0.0
     if last_path.exists():
@@ -201,6 +228,8 @@ def train_model(
         start_epoch = int(state["epoch"]) + 1
         best_metric = float(state["best_metric"])
         elapsed = float(state.get("elapsed_s", 0.0))
+        if scaler.is_enabled() and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
         rows = [r for r in _read_metrics(metrics_path) if r.get("epoch", -1) < start_epoch]
         if main:
@@ -210,7 +239,7 @@ def train_model(
     dist.barrier()
 
     if keep_initial and start_epoch == 0:
-        val0 = evaluate(model, task, splits.val, device=device, transform=eval_transform)
+        val0 = evaluate(model, task, splits.val, device=device, transform=eval_transform, precision=precision)
         best_metric = val0[task.primary_metric]
         if main:
             save_checkpoint(run_dir / "best.pt", {"model": model.state_dict(), "epoch": -1,
@@ -239,18 +268,19 @@ def train_model(
             # a loss that computes the outputs itself (ntkd's kernel pass) saves a forward; DDP
             # needs its own forward to synchronise gradients
             skip_forward = getattr(loss_fn, "computes_outputs", False) and dist.world_size() == 1
-            out = None if skip_forward else net(sb)
-            t_out = None
-            if teacher is not None and loss_fn.needs_teacher:
-                with torch.no_grad():
-                    t_out = teacher(xb)
-            ctx = DistillContext(
-                x=xb, y=yb, index=idx, student=model, student_outputs=out, task=task, teacher=teacher,
-                teacher_outputs=t_out,
-                teacher_kernel=(lambda xb=xb, idx=idx: teacher_kernel(xb, idx)) if teacher_kernel else None,
-                ntk_params=param_names, student_input=sb,
-            )
-            loss, logs = loss_fn(ctx)
+            with autocast(device, precision):  # the digital parts; optics and NTKs stay float32
+                out = None if skip_forward else _float32_outputs(net(sb))
+                t_out = None
+                if teacher is not None and loss_fn.needs_teacher:
+                    with torch.no_grad():
+                        t_out = _float32_outputs(teacher(xb))
+                ctx = DistillContext(
+                    x=xb, y=yb, index=idx, student=model, student_outputs=out, task=task, teacher=teacher,
+                    teacher_outputs=t_out,
+                    teacher_kernel=(_float32_kernel(teacher_kernel, xb, idx) if teacher_kernel else None),
+                    ntk_params=param_names, student_input=sb,
+                )
+                loss, logs = loss_fn(ctx)
             out = ctx.student_outputs
             if not dist.all_finite(bool(torch.isfinite(loss.detach()))):
                 raise TrainingDiverged(
@@ -259,10 +289,12 @@ def train_model(
                     f"lower train.lr / train.optics_lr"
                 )
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()  # unscaled unless fp16
             if settings.grad_clip:
+                scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], settings.grad_clip)
-            opt.step()
+            scaler.step(opt)  # fp16: skipped when a gradient is inf/NaN
+            scaler.update()
             sched.step()
             logs = {"loss": float(loss.detach()), **logs}
             for k, val in logs.items():
@@ -270,7 +302,7 @@ def train_model(
             bar.set_postfix(loss=f"{logs['loss']:.4f}")
         bar.close()
         sums = {k: dist.all_mean(x) for k, x in sums.items()}
-        val = evaluate(model, task, splits.val, device=device, transform=eval_transform)
+        val = evaluate(model, task, splits.val, device=device, transform=eval_transform, precision=precision)
         elapsed += time.perf_counter() - t0
         row = {"epoch": epoch, **{f"train_{k}": s / steps_per_epoch for k, s in sums.items()},
                **{f"val_{k}": x for k, x in val.items()}, "lr": opt.param_groups[0]["lr"],
@@ -282,10 +314,13 @@ def train_model(
             if improved:
                 save_checkpoint(run_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch,
                                                       primary: best_metric})
-            save_checkpoint(last_path, {
+            state = {
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "epoch": epoch, "best_metric": best_metric, "elapsed_s": elapsed, "rng": torch.get_rng_state(),
-            })
+            }
+            if scaler.is_enabled():
+                state["scaler"] = scaler.state_dict()
+            save_checkpoint(last_path, state)
             with metrics_path.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
             if hooks:
@@ -294,8 +329,8 @@ def train_model(
 
     if (run_dir / "best.pt").exists():
         model.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device)["model"])
-    test = evaluate(model, task, splits.test, device=device, transform=eval_transform)
-    val = evaluate(model, task, splits.val, device=device, transform=eval_transform)
+    test = evaluate(model, task, splits.test, device=device, transform=eval_transform, precision=precision)
+    val = evaluate(model, task, splits.val, device=device, transform=eval_transform, precision=precision)
     summary = {"name": desc, "seed": seed, "epochs": settings.epochs, "wall_time_s": round(elapsed, 2),
                **{f"test_{k}": x for k, x in test.items()}, **{f"val_{k}": x for k, x in val.items()}}
     if main:

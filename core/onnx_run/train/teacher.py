@@ -45,6 +45,8 @@ def teacher_key(cfg: RunConfig, spec: TeacherSpec, dataset: str, seed: int) -> s
         "config": unstructure(cfg.teacher.config) if cfg.teacher.config is not None else None,
         "train": unstructure(cfg.teacher_train), "seed": seed,
     }
+    if cfg.run.precision != "fp32":  # mixed precision trains other weights (fp32 keys unchanged)
+        ident["precision"] = cfg.run.precision
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
     return f"{dataset}-{cfg.teacher.name}-seed{seed}-{digest}"
 
@@ -60,14 +62,14 @@ def get_teacher(cfg: RunConfig, task: Any, splits: Any, *, dataset: str, seed: i
     if checkpoint:
         load_state_dict_checked(model, load_checkpoint(Path(checkpoint)), f"--teacher-checkpoint {checkpoint}")
         model.to(device).eval()
-        test = evaluate(model, task, splits.test, device=device)
+        test = evaluate(model, task, splits.test, device=device, precision=cfg.run.precision)
         info = {"source": str(checkpoint), "name": cfg.teacher.name,
                 **{f"test_{k}": x for k, x in test.items()}}
     else:
         run_dir = cache_root() / "teachers" / teacher_key(cfg, spec, dataset, seed)
         summary = train_model(model, task, splits, cfg.teacher_train, run_dir, loss_fn=NoDistillation(None),
                               seed=seed, device=device, desc=f"teacher {cfg.teacher.name}", progress=progress,
-                              hooks=False)
+                              hooks=False, precision=cfg.run.precision)
         model.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device)["model"])
         info = {**summary, "source": str(run_dir), "name": cfg.teacher.name}
     info["parameters"] = sum(p.numel() for p in model.parameters())

@@ -58,6 +58,21 @@ class Optics4fConfig:
     init_iterations: int = attrs.field(default=20, validator=[_int, _v.ge(0), _v.le(10_000)])
     seed: int = attrs.field(default=0, validator=_int)
 
+    @classmethod
+    def run_presets(cls, settings):  # type: ignore[no-untyped-def]
+        """Run presets (``onnx-run --preset NAME``), given the settings already chosen.
+
+        ``paper``: the paper's kernels, 8 signed 7 x 7 (16 for RGB, its CIFAR system), on a
+        larger SLM and a longer 4f: f = 40 mm and 560 x 560 pixels of 8 um (4.48 mm). Its field
+        of view (lambda f / p = 454 sensor px at 532 nm, 384 px at 450 nm) holds the 112 tiles of
+        the segmentation system (56 signed 3 x 3 kernels at 32 px: 11 x 11 tiles of 34 px) and the
+        32 tiles of the CIFAR one (6 x 6 of 38 px) without grating replicas in RGB, and the mask
+        resolves lambda f / (M p) = 5.67 um <= the 5.86 um sensor pixel up to 635 nm.
+        """
+        rgb = settings.get("channels", 1) == 3
+        return {"paper": {"num_kernels": 16 if rgb else 8, "kernel_size": 7, "focal_length_mm": 40.0,
+                          "slm_pixels": 560}}
+
     @property
     def wavelengths_nm(self) -> tuple[float, ...]:
         return (float(self.wavelength_nm),) if self.channels == 1 else RGB_WAVELENGTHS_NM

@@ -43,6 +43,11 @@ class AllOpticalConfig:
     temperature: float = attrs.field(default=10.0, validator=v.gt(0))
     learn_gains: bool = True
 
+    @classmethod
+    def run_presets(cls, settings: Any) -> dict[str, dict[str, Any]]:
+        """``paper``: nothing of its own (no digital backend; the stack's size is the optics')."""
+        return {"paper": {}}
+
 
 class DetectorBackend(nn.Module):
     """(B, K, h, w) region maps -> (B, K) class logits: total power per region, normalised."""

@@ -118,6 +118,18 @@ class DiffractiveConfig:
     #: extra factor on the fixed geometric gain (see docs/diffractive.md)
     output_gain: float = attrs.field(default=1.0, validator=v.gt(0))
 
+    @classmethod
+    def run_presets(cls, settings: Any) -> dict[str, dict[str, Any]]:
+        """Run presets (``onnx-run --preset NAME``), given the settings already chosen.
+
+        ``paper``: the full Lin et al. 2018 stack, 5 phase-only layers of 200 x 200 neurons
+        (the ``lin2018`` physical preset at Lin's size instead of the CPU-sized 80). With another
+        physical preset chosen (``visible-slm``) it changes nothing: its geometry is its own.
+        """
+        if settings.get("preset", "lin2018") != "lin2018":
+            return {"paper": {}}
+        return {"paper": {"preset": "lin2018", "num_neurons": 200, "num_layers": 5}}
+
     def __attrs_post_init__(self) -> None:
         resolve(self)  # a geometry that cannot work fails when the config is read, not mid-run
 

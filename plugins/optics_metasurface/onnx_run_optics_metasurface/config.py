@@ -103,6 +103,28 @@ class MetasurfaceConfig:
             raise ValueError(f"'kernel_mm' {self.kernel_mm:g} mm holds only {self.pillars} pillars of "
                              f"{self.period_nm:g} nm per side; allowed: kernel_mm >= {8 * self.period_nm / 1e6:g}")
 
+    @classmethod
+    def run_presets(cls, settings: Any) -> dict[str, dict[str, Any]]:
+        """Run presets (``onnx-run --preset NAME``), given the settings already chosen.
+
+        ``paper``: the paper's meta-optics: 8 signed 7 x 7 kernels for grey images, 16 for RGB
+        (its CIFAR system), in "kernel" mode (PSFs trained, then realised by width design), with
+        the published geometry (Si3N4 pillars 750 nm tall, 293 nm lattice, widths 60-233 nm,
+        2.4 mm to the sensor; Adam 500 iterations at lr 0.005) and the published phase fits as the
+        meta-atom library (``library = "fits"``, as in the authors' design code). The tile spacing
+        widens where a feature map (input x sensor pitch) would not fit between tiles (32 px
+        inputs: 0.29 mm instead of 0.25 mm).
+        """
+        rgb = settings.get("channels", 1) == 3
+        feature_mm = settings.get("input_size_px", 28) * settings.get("sensor_pitch_um", 12.0) / 1000.0
+        spacing = max(0.25, math.ceil((feature_mm - settings.get("kernel_mm", 0.1)) * 100 - 1e-9) / 100)
+        return {"paper": {
+            "num_kernels": 16 if rgb else 8, "kernel_size": 7, "mode": "kernel", "library": "fits",
+            "spacing_mm": spacing, "distance_mm": 2.4, "period_nm": 293.0, "pillar_height_nm": 750.0,
+            "material": "Si3N4", "min_width_nm": 60.0, "max_width_nm": 233.0,
+            "realise_iterations": 500, "realise_lr": 0.005,
+        }}
+
     # -- derived ----------------------------------------------------------------------------
     @property
     def pillars(self) -> int:

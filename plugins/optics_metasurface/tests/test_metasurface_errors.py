@@ -20,15 +20,6 @@ from onnx_run_optics_metasurface.frontend import FixedPSFFrontend, MetasurfaceFr
 from onnx_run_optics_metasurface.optics import lens_phase
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine they thrash."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def lens_device() -> MetasurfaceFrontend:
     """A physical metasurface whose tiles are lenses focused on their tile centres (sharp, known PSFs)."""

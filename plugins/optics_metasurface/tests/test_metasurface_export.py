@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from click.testing import CliRunner
 
@@ -13,15 +12,6 @@ from onnx_run.train.checkpoint import save_checkpoint
 from onnx_run_optics_metasurface.config import MetasurfaceConfig
 from onnx_run_optics_metasurface.export import pillar_centres_um, read_gds_pillars, tile_names
 from onnx_run_optics_metasurface.frontend import MetasurfaceFrontend
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine they thrash."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 SMALL = dict(kernel_mm=0.01, spacing_mm=0.005, kernel_size=3, sensor_pitch_um=3.0, distance_mm=0.05,

@@ -19,15 +19,6 @@ from onnx_run_optics_metasurface.frontend import FixedPSFFrontend, MetasurfaceFr
 from onnx_run_optics_metasurface.layout import layout_for, tile_centres_mm
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine they thrash."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def small(**kw) -> MetasurfaceConfig:
     """A tiny but physical metasurface: 102 x 102 pillars per tile, 3 x 3 kernels at 8 um."""
     base = dict(kernel_mm=0.03, spacing_mm=0.01, kernel_size=3, sensor_pitch_um=8.0, distance_mm=0.5,

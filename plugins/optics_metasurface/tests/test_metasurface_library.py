@@ -14,15 +14,6 @@ from onnx_run_optics_metasurface.library import (MetaAtomLibrary, default_librar
                                                  published_phase)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine they thrash."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_published_fit_formula():
     # G at 233 nm: -2.28293 (exp((0.233^2 - 2 0.01878 0.233) / -0.07134) - 1) = 1.0772 waves
     assert published_phase(233.0, 532.0) / (2 * math.pi) == pytest.approx(1.0772, abs=1e-4)

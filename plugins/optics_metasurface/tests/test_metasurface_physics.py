@@ -6,7 +6,6 @@ import math
 import warnings
 
 import numpy as np
-import pytest
 import torch
 
 from onnx_run.physics.grid import Grid
@@ -14,15 +13,6 @@ from onnx_run.physics.propagation import angular_spectrum, transfer_function
 from onnx_run.physics.validity import PhysicsWarning
 
 from onnx_run_optics_metasurface.optics import TileGeometry, lens_phase, operator, tile_psfs
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine they thrash."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _geom(**kw) -> TileGeometry:

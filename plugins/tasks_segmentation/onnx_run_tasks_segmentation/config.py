@@ -93,6 +93,13 @@ class SegmentationConfig:
     ntk_projection_dim: int = attrs.field(default=16, validator=[v.ge(0), v.le(65536)])
     ntk_projection_seed: int = attrs.field(default=0, validator=v.ge(0))
 
+    @classmethod
+    def run_presets(cls, settings: Any) -> dict[str, dict[str, Any]]:
+        """Run presets (``onnx-run --preset NAME``): ``paper`` selects this task's ``paper``
+        preset (56 kernels 3x3 in groups 8/16/32, a ~1 M decoder); the dataset, image size and
+        channels stay as chosen."""
+        return {"paper": {"preset": "paper"}}
+
     def resolved(self, key: str) -> Any:
         """A setting, or the preset's value where it is unset (None)."""
         value = getattr(self, key)

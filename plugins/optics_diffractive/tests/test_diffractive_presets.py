@@ -1,0 +1,30 @@
+"""The diffractive plugin's run preset ``paper`` (``onnx-run --preset paper``): Lin 2018's stack."""
+
+from __future__ import annotations
+
+import tomllib
+
+from click.testing import CliRunner
+
+from onnx_run.cli import cli
+
+
+def show(*args):
+    res = CliRunner().invoke(cli, ["config", "show", "--optics", "diffractive", "--preset", "paper", *args])
+    assert res.exit_code == 0, res.output
+    return tomllib.loads(res.stdout)
+
+
+def test_paper_is_the_full_lin2018_stack():
+    optics = show("--task", "classification")["optics"]
+    assert (optics["preset"], optics["num_neurons"], optics["num_layers"]) == ("lin2018", 200, 5)
+
+
+def test_another_physical_preset_keeps_its_own_geometry():
+    optics = show("--set", "optics.preset=visible-slm")["optics"]
+    assert optics["preset"] == "visible-slm" and "num_neurons" not in optics  # None: from visible-slm
+
+
+def test_all_optical_keeps_one_region_per_class():
+    doc = show("--task", "all-optical")
+    assert doc["optics"]["num_kernels"] == 10 and doc["optics"]["num_neurons"] == 200
