@@ -6,8 +6,9 @@ Prints, side by side from one run (medians over interleaved repeats, millisecond
   through an NTKD loss, and the relative Frobenius error against the exact kernel;
 - the training-step ratio (forward + CE + NTKD loss with the structured student kernel,
   create_graph=True, and the cached teacher kernel, backward) / (forward + CE + backward),
-  for the full student, its backend only (frontend frozen, as after fabrication), and a
-  student whose frontend is a custom kernel-tensor module (per-sample Jacobian fallback);
+  for the full student, its backend only (frontend frozen, as after fabrication), a
+  student whose frontend is a custom kernel-tensor module (per-sample Jacobian fallback), and
+  the training default: kernel over the backend parameters, optics trained through the loss;
 - the teacher cache: build time, lookup time, and the features-mode error.
 
 Inputs are scikit-learn's digits upsampled to 28 x 28 (no download); networks at their seeded
@@ -165,6 +166,7 @@ def main() -> None:
     s_custom = student(custom_frontend=True)
     s_backend = student()
     s_backend[0].requires_grad_(False)
+    backend_names = [n for n, _ in s_custom.named_parameters() if not n.startswith("0.")]
 
     def plain(model):
         def f():
@@ -172,18 +174,18 @@ def main() -> None:
             F.cross_entropy(model(x), y).backward()
         return f
 
-    def ntkd(model):
+    def ntkd(model, names=None):
         def f():
             model.zero_grad()
-            k_s = empirical_ntk(model, x, method="structured", create_graph=True)
+            k_s = empirical_ntk(model, x, params=names, method="structured", create_graph=True)
             loss = F.cross_entropy(model(x), y) + kernel_discrepancy(k_s, cache.kernel(idx), "alignment")
             loss.backward()
         return f
 
-    def ntkd_one_pass(model):  # outputs for the task loss taken from the kernel's forward pass
+    def ntkd_one_pass(model, names=None):  # outputs for the task loss taken from the kernel's forward pass
         def f():
             model.zero_grad()
-            k_s, out = empirical_ntk_with_outputs(model, x, method="structured", create_graph=True)
+            k_s, out = empirical_ntk_with_outputs(model, x, params=names, method="structured", create_graph=True)
             loss = F.cross_entropy(out, y) + kernel_discrepancy(k_s, cache.kernel(idx), "alignment")
             loss.backward()
         return f
@@ -193,6 +195,8 @@ def main() -> None:
             "plain": plain(s), "ntkd": ntkd(s), "plain_b": plain(s_backend), "ntkd_b": ntkd(s_backend),
             "plain_c": plain(s_custom), "ntkd_c": ntkd(s_custom), "lookup": lambda: cache.kernel(idx),
             "ntkd1": ntkd_one_pass(s), "ntkd1_b": ntkd_one_pass(s_backend), "ntkd1_c": ntkd_one_pass(s_custom),
+            "plain_d": plain(s_custom), "ntkd_d": ntkd(s_custom, backend_names),
+            "ntkd1_d": ntkd_one_pass(s_custom, backend_names),
         },
         args.repeats,
     )  # fmt: skip
@@ -201,7 +205,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for key, name in [("", "student, all parameters (nn.Conv2d frontend + FC backend)"),
                       ("_b", "student, backend only (frontend frozen, after fabrication)"),
-                      ("_c", "student, custom kernel-tensor frontend (per-sample Jacobian fallback)")]:  # fmt: skip
+                      ("_c", "student, custom kernel-tensor frontend (per-sample Jacobian fallback)"),
+                      ("_d", "student, the default (distill.ntkd.params = backend): kernel over the FC "
+                             "layers, the kernel-tensor optics trained through it")]:  # fmt: skip
         p, n, n1 = steps["plain" + key], steps["ntkd" + key], steps["ntkd1" + key]
         print(f"| {name} | {p:.1f} | {n:.1f} | {n / p:.2f}x | {n1:.1f} | {n1 / p:.2f}x |")
 

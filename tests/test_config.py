@@ -84,3 +84,14 @@ def test_pipeline_bad_set_writes_nothing(tmp_path, tiny_optics):
                "--set", "train.epochs=-1"])
     assert res.exit_code == 2 and "train.epochs: must be >= 0, got -1" in res.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_task_suggestions_sit_between_defaults_and_the_user(tiny_optics, monkeypatch):
+    from onnx_run.tasks.classification import ClassificationTask
+
+    assert load_config(None, [], {"optics": "tiny"}).train.lr == 0.01  # the classification task's
+    assert load_config(None, ["train.lr=0.003"], {"optics": "tiny"}).train.lr == 0.003
+    assert load_config(None, [], {"optics": "tiny", "task": "segmentation"}).train.lr == 0.002
+    monkeypatch.setattr(ClassificationTask, "core_defaults", lambda self: {"train": {"lr_typo": 1.0}})
+    with pytest.raises(UserError, match=r"task 'classification': core_defaults\(\) sets train.lr_typo"):
+        load_config(None, [], {"optics": "tiny"})

@@ -47,10 +47,28 @@ def test_whole_pipeline(case, tmp_path):
     assert [r["method"] for r in results["after_fabrication"]] == ["none", "e2e", "ntkd"]
     assert results["realised"] is not None
     figures = {p.name for p in (run_dir / "figures").glob("*.png")}
-    assert "learning_curves.png" in figures and "kernels.png" in figures
+    assert {"learning_curves.png", "kernels.png", "estimate_curve.png"} <= figures
+    curve = results["estimate_curve"]  # 1, 2, 4, ... kernels up to the design's
+    assert curve[0]["num_kernels"] == 1 and curve[-1]["num_kernels"] == results["estimate"]["num_kernels"]
     assert ("masks.png" if case == "segmentation" else "confusion_ntkd.png") in figures
     text = (run_dir / "results.md").read_text()
     assert "## After fabrication" in text and "| ntkd |" in text
     again = _run(["--resume", str(run_dir)], tmp_path)  # everything is done: nothing retrained
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((run_dir / "results.json").read_text())["simulation"] == results["simulation"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case,floor", [("4f", 0.90), ("segmentation", 0.65)])
+def test_defaults_reach_sensible_accuracy(case, floor, tmp_path):
+    """The README's command at its real defaults (4f classification ~0.5 min, metasurface
+    segmentation ~8 min on 2 cores): teacher and every student well above chance."""
+    args = ["--optics", "4f", "--task", "classification"] if case == "4f" else \
+        ["--optics", "metasurface", "--task", "segmentation"]
+    res = _run([*args, "--out", str(tmp_path / "runs"), "--set", "run.progress=false"], tmp_path)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    results = json.loads((next((tmp_path / "runs").iterdir()) / "results.json").read_text())
+    metric = "test_" + results["primary_metric"]
+    assert results["teacher"][metric] > floor
+    assert all(r[metric + "_mean"] > floor for r in results["simulation"]), results["simulation"]
+    assert all(r[metric + "_mean"] > floor - 0.05 for r in results["after_fabrication"])

@@ -128,6 +128,22 @@ class Task:
         """
         return {}
 
+    def core_defaults(self) -> dict[str, dict[str, Any]]:
+        """Settings of the core's sections this task suggests, ``{section: {key: value}}``
+        (classification: a backend learning rate of 0.01, measured best at 15 epochs on digits).
+
+        They sit above the built-in defaults and below a run preset and the user's settings.
+        """
+        return {}
+
+    def distill_defaults(self) -> dict[str, dict[str, Any]]:
+        """Settings this task suggests for distillation losses, ``{loss name: {key: value}}``
+        (segmentation: NTKD kernels on 16 samples of each batch, what fits a CPU).
+
+        Applied like :meth:`optics_defaults`: only keys the loss's config has and the user did not set.
+        """
+        return {}
+
     def datasets(self, *, image_size: tuple[int, int], channels: int, seed: int) -> Any:
         """Train/val/test splits (objects with ``train``, ``val``, ``test`` TensorDatasets)."""
         raise NotImplementedError
@@ -142,7 +158,9 @@ class Task:
     def estimate_settings(self) -> dict[str, Any]:
         """Defaults of ``estimate_design`` for this task (``width_multiplier``, ``max_train``,
         ``max_eval``, ``inits``) where the generic ones would not fit a CPU: a dense task's
-        per-sample gradients are O x the decoder's parameters. Explicit CLI options win."""
+        per-sample gradients are O x the decoder's parameters. Explicit CLI options win.
+        An optional ``"curve"`` dict gives smaller sizes for the pipeline's estimate curve (every
+        point of the curve, the design's included, then uses them)."""
         return {}
 
     def backend_for_estimate(self, feature_shape: tuple[int, int, int], num_outputs: int,

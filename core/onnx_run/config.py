@@ -132,6 +132,9 @@ class EstimateSettings:
     width_multiplier: int = attrs.field(default=0, validator=[v.ge(0), v.le(64)])
     max_train: int = attrs.field(default=0, validator=[v.ge(0), v.le(100_000)])
     max_eval: int = attrs.field(default=0, validator=[v.ge(0), v.le(100_000)])
+    #: the pipeline also estimates 1, 2, 4, ... kernels below the design's count: the estimate
+    #: curve (figures/estimate_curve.png) shows where more kernels stop paying
+    curve: bool = True
 
 
 #: core section name -> attrs class; later stages add theirs with :func:`add_section`
@@ -482,13 +485,29 @@ def _under(preset_values: Mapping[str, Any], table: Any) -> Any:
     return merge(dict(preset_values), table)
 
 
+def _task_core_defaults(task: Any, name: str) -> dict[str, dict[str, Any]]:
+    """``Task.core_defaults()``, checked: every section and key must exist in the core's config."""
+    from onnx_run.plugins import PluginError
+
+    suggested = task.core_defaults() if hasattr(task, "core_defaults") else {}
+    for section, values in suggested.items():
+        cls = SECTIONS.get(section)
+        unknown = sorted(set(values) - {f.name for f in attrs.fields(cls)}) if cls is not None else []
+        if cls is None or unknown:
+            what = f"section {section!r}" if cls is None else f"{section}.{', '.join(unknown)}"
+            raise PluginError(f"task {name!r}: core_defaults() sets {what}, which the config does not have")
+    return {k: dict(v) for k, v in suggested.items()}
+
+
 def resolve(raw: Mapping[str, Any]) -> RunConfig:
     """Structure a raw config tree (TOML + overrides) into a :class:`RunConfig`.
 
-    Layers, lowest first: the built-in defaults, the run preset (``run.preset``: the core's
+    Layers, lowest first: the built-in defaults, the task's suggestions for the core sections
+    (``Task.core_defaults``), the run preset (``run.preset``: the core's
     :data:`PRESETS` and the chosen components' ``run_presets``), the task's suggestions for the
     optics (``Task.optics_defaults``, which beat the optics' own preset values: the task knows
-    how many maps its backend needs), and ``raw`` (the user's file, ``--set`` and flags).
+    how many maps its backend needs) and for the distillation losses (``Task.distill_defaults``),
+    and ``raw`` (the user's file, ``--set`` and flags).
     """
     from onnx_run.plugins import get_component
 
@@ -528,10 +547,12 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
             cfg = structure_section(table, comp.config, section)
         comps[section] = ComponentChoice(name, cfg, comp.factory)
 
-    core: dict[str, dict[str, Any]] = {}
-    if preset.name:  # the core's preset values depend on the kind of task: resolve it first
-        component("task", *COMPONENT_SECTIONS["task"])
-        core = preset.core(getattr(comps["task"].factory(comps["task"].config), "kind", ""))
+    # the task first: its suggestions for the core sections and the preset's values depend on it
+    component("task", *COMPONENT_SECTIONS["task"])
+    task = comps["task"].factory(comps["task"].config)
+    core = _task_core_defaults(task, comps["task"].name)
+    if preset.name:
+        core = merge(core, preset.core(getattr(task, "kind", "")))
     sections = {name: structure_section(_under(core.get(name, {}), raw.get(name, {})), cls, name)
                 for name, cls in SECTIONS.items()}
     for section, (kind, default) in COMPONENT_SECTIONS.items():
@@ -551,9 +572,13 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
             if extra not in names:
                 get_component(kind, extra, key=f"{section}.{extra}")  # unknown name: one-line error
         chosen: dict[str, ComponentChoice] = {}
+        task_suggests = task.distill_defaults() if section == "distill" else {}
         for name in names:
             comp = get_component(kind, name, key=list_key)
             table = tables.get(name, {})
+            if comp.config is not None and isinstance(table, Mapping):
+                fields = {f.name for f in attrs.fields(comp.config)}
+                table = {**{k: v for k, v in task_suggests.get(name, {}).items() if k in fields}, **table}
             table = _under(preset.component(comp, f"{section}.{name}", table if isinstance(table, Mapping) else {}),
                            table)
             cfg = structure_section(table, comp.config, f"{section}.{name}") if comp.config else None

@@ -159,14 +159,43 @@ class Pipeline:
         return results
 
     def stage_estimate(self) -> dict[str, Any]:
-        path = self.run_dir / "estimate.json"
-        if path.exists():
-            return json.loads(path.read_text())
         from onnx_run.estimate.ntk_estimate import estimate_design
 
-        row = estimate_design(self.cfg, splits=self.splits, progress=self.progress)
-        write_json(path, row)
+        path = self.run_dir / "estimate.json"
+        if path.exists():
+            row = json.loads(path.read_text())
+        else:
+            row = estimate_design(self.cfg, splits=self.splits, progress=self.progress)
+            write_json(path, row)
+        if self.cfg.estimate.curve:
+            self.estimate_curve(row)
         return row
+
+    def estimate_curve(self, design: dict[str, Any]) -> list[dict[str, Any]]:
+        """Estimates for 1, 2, 4, ... kernels below the design's count, plus the design itself
+        (estimate_curve.json; each point is saved as it finishes, so a kill loses at most one)."""
+        from onnx_run.config import resolve, set_dotted
+        from onnx_run.estimate.ntk_estimate import estimate_design
+
+        path = self.run_dir / "estimate_curve.json"
+        rows = json.loads(path.read_text()) if path.exists() else []
+        done = {r["num_kernels"] for r in rows}
+        # smaller sizes for a costly task, where the run config's [estimate] leaves them automatic
+        sizes = {k: v for k, v in self.task.estimate_settings().get("curve", {}).items()
+                 if not getattr(self.cfg.estimate, k)}
+        counts = [2 ** i for i in range(16) if 2 ** i < design["num_kernels"]]
+        for count in counts + ([design["num_kernels"]] if sizes else []):
+            if count in done:
+                continue
+            raw = self.cfg.to_dict()
+            set_dotted(raw, "optics.num_kernels", count)
+            rows.append(estimate_design(resolve(raw), splits=self.splits, progress=self.progress, **sizes))
+            write_json(path, sorted(rows, key=lambda r: r["num_kernels"]))
+        if design["num_kernels"] not in {r["num_kernels"] for r in rows}:
+            rows.append(design)
+        rows = sorted(rows, key=lambda r: r["num_kernels"])
+        write_json(path, rows)
+        return rows
 
     # -- after training: realise, fabricate, compensate ------------------------------------
     def fabricated_student(self) -> str:

@@ -82,3 +82,19 @@ def test_invalid_use():
         cache.kernel(torch.tensor([0.0, 1.0]))
     with pytest.raises(ValueError, match="max_memory_gb"):
         TeacherKernelCache(t, x, method="exact", max_memory_gb=1e-6, progress=False)
+
+
+def test_bounded_kernel_is_exact_within_the_budget_and_a_close_sketch_beyond_it():
+    from onnx_run.ntk.teacher_cache import bounded_kernel, factor_bytes_per_sample
+
+    t = teacher().eval()
+    x = torch.randn(60, 1, 8, 8)
+    reference = empirical_ntk(t, x, params=names(t))
+    k, mode = bounded_kernel(t, x, params=names(t), max_memory_gb=1.0)
+    assert mode == "exact" and torch.allclose(k, reference, rtol=1e-4, atol=1e-5)
+    per_sample = factor_bytes_per_sample(t, x, params=names(t), cost_rows=60, cost_pairs=60 * 60)
+    tight = 0.5 * per_sample * 60 / 2**30  # half of what the exact factors need
+    sketch, mode = bounded_kernel(t, x, params=names(t), max_memory_gb=tight, directions=1024, seed=0)
+    again, _ = bounded_kernel(t, x, params=names(t), max_memory_gb=tight, directions=1024, seed=0)
+    assert mode == "features" and torch.equal(sketch, again)  # seeded: reproducible
+    assert float((sketch - reference).norm() / reference.norm()) < 0.1

@@ -79,7 +79,7 @@ class NTKDConfig:
     """
 
     alpha: float = attrs.field(default=1.0, validator=v.ge(0))
-    beta: float = attrs.field(default=1.0, validator=v.ge(0))
+    beta: float = attrs.field(default=0.3, validator=v.ge(0))
     discrepancy: str = attrs.field(default="alignment_centered", validator=v.in_(DISCREPANCIES))
     estimator: str = attrs.field(default="structured", validator=v.in_(NTK_METHODS))
     directions: int = attrs.field(default=16, validator=v.ge(1))

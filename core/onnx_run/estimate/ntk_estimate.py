@@ -90,7 +90,8 @@ def estimate_design(cfg: RunConfig, *, inits: int | None = None, width_multiplie
     task = cfg.task.build()
     given = {"inits": inits, "width_multiplier": width_multiplier, "max_train": max_train, "max_eval": max_eval}
     configured = {k: getattr(cfg.estimate, k) for k in ESTIMATE_DEFAULTS if getattr(cfg.estimate, k)}
-    sizes = {**ESTIMATE_DEFAULTS, **task.estimate_settings(), **configured,
+    task_sizes = {k: v for k, v in task.estimate_settings().items() if k in ESTIMATE_DEFAULTS}
+    sizes = {**ESTIMATE_DEFAULTS, **task_sizes, **configured,
              **{k: v for k, v in given.items() if v is not None}}
     inits, width_multiplier = int(sizes["inits"]), int(sizes["width_multiplier"])
     max_train, max_eval = int(sizes["max_train"]), int(sizes["max_eval"])

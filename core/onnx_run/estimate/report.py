@@ -49,14 +49,19 @@ def plot_estimate(path: Path, rows: list[dict[str, Any]]) -> None:
     ys = [r["estimate"] * 100 for r in rows]
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
     ax.plot(xs, ys, "o-", color="tab:blue")
-    for x, y, r in zip(xs, ys, rows):
-        ax.annotate(f"K={r['num_kernels']}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center",
-                    fontsize=8)
-    if all(isinstance(x, (int, float)) and x > 0 for x in xs) and max(xs) / min(xs) >= 8:
-        ax.set_xscale("log")
-    ax.set_xlabel(key)
+    if key not in ("kernels", "optics.num_kernels"):  # say how many kernels each point holds
+        for x, y, r in zip(xs, ys, rows):
+            ax.annotate(f"K={r['num_kernels']}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center",
+                        fontsize=8)
+    numeric = all(isinstance(x, (int, float)) and x > 0 for x in xs)
+    if numeric and max(xs) / min(xs) >= 8:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.minorticks_off()
+    ax.set_xlabel("number of kernels" if key in ("kernels", "optics.num_kernels") else key)
     ax.set_ylabel(f"estimated test {rows[0]['metric']} (%)")
-    ax.set_title(f"NTK estimate: {rows[0]['optics']} / {rows[0]['dataset']}")
+    ax.set_title(f"NTK estimate: {rows[0]['optics']} / {rows[0]['dataset']} "
+                 f"({rows[0]['n_train']} training images)", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)

@@ -80,6 +80,8 @@ def write_results(run_dir: Path, *, primary: str, figures: list[str] | None = No
     run_dir = Path(run_dir)
     teacher = json.loads((run_dir / "teacher.json").read_text()) if (run_dir / "teacher.json").exists() else None
     estimate = json.loads((run_dir / "estimate.json").read_text()) if (run_dir / "estimate.json").exists() else None
+    curve = json.loads((run_dir / "estimate_curve.json").read_text()) if (run_dir / "estimate_curve.json").exists() \
+        else None
     students = collect_students(run_dir, primary)
     realised = collect_realised(run_dir, primary)
     compensation = collect_compensation(run_dir, primary, devices)
@@ -90,7 +92,8 @@ def write_results(run_dir: Path, *, primary: str, figures: list[str] | None = No
     device_files = [f for f in device_files if f.exists()]
     if device_files:
         errors = json.loads(device_files[0].read_text()).get("errors")
-    results = {"primary_metric": primary, "teacher": teacher, "estimate": estimate, "simulation": students,
+    results = {"primary_metric": primary, "teacher": teacher, "estimate": estimate, "estimate_curve": curve,
+               "simulation": students,
                "realised": realised, "fabrication_errors": errors, "after_fabrication": compensation}
     write_json(run_dir / "results.json", results)
     lines = [f"# Results: {run_dir.name}", ""]
@@ -108,6 +111,11 @@ def write_results(run_dir: Path, *, primary: str, figures: list[str] | None = No
     if estimate is not None:
         lines += [f"NTK estimate before training ({estimate['num_kernels']} kernels, random optics, "
                   f"{estimate['n_train']} training images): {estimate['estimate'] * 100:.2f} %", ""]
+        if curve and len(curve) > 1:
+            lines += ["| kernels | " + " | ".join(str(r["num_kernels"]) for r in curve) + " |",
+                      "|---|" + "---|" * len(curve),
+                      f"| NTK estimate of test {primary} (%), {curve[0]['n_train']} training images | "
+                      + " | ".join(f"{r['estimate'] * 100:.2f}" for r in curve) + " |", ""]
     if realised is not None:
         lines += [f"## Realised optics (student `{realised['student']}`)", "",
                   f"Test {primary} with ideal kernels {fmt(realised['ideal_mean'], realised['ideal_std'], realised['n'])}"

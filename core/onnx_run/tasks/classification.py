@@ -66,6 +66,12 @@ class ClassificationTask(Task):
             return {"channels": 3, "input_size_px": 32}
         return {}
 
+    def core_defaults(self) -> dict[str, dict[str, Any]]:
+        """Backend learning rate 0.01: on digits (4f, 15 epochs, 5 seeds) it gave no
+        distillation 96.2 %, KD 95.5 %, NTKD 96.5 %, against 94.6 / 93.1 / 94.7 % at the core's
+        0.002 (a dense decoder wants the lower rate: segmentation keeps it)."""
+        return {"train": {"lr": 0.01}}
+
     def datasets(self, *, image_size: tuple[int, int], channels: int, seed: int) -> Any:
         from onnx_run.tasks.datasets import load_classification_dataset
 
