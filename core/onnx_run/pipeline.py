@@ -119,11 +119,11 @@ class Pipeline:
     def teacher_kernel(self):
         """Teacher NTK per batch, from a cache computed once for the training set."""
         if self._teacher_kernel is None:
-            from onnx_run.ntk import TeacherKernelCache
+            from onnx_run.ntk.teacher_cache import bounded_cache
 
             teacher, _ = self.teacher()
             x = self.splits.train.tensors[0].to(self.device)
-            cache = TeacherKernelCache(teacher, x, reduce=self.task.ntk_reduce, progress=self.progress)
+            cache = bounded_cache(teacher, x, reduce=self.task.ntk_reduce, progress=self.progress)
             self._teacher_kernel = lambda xb, idx: cache.kernel(idx.to(self.device))
         return self._teacher_kernel
 
@@ -386,7 +386,8 @@ class Pipeline:
                 out[stage] = getattr(self, f"stage_{stage}")()
             barrier()  # ranks other than 0 wait while rank 0 runs a serial stage
             timings[stage] = round(time.perf_counter() - t0, 2)
-            say(f"[{i}/{len(stages)}] {stage} done in {timings[stage]:.1f} s{_stage_note(stage, out.get(stage))}")
+            note = _stage_note(stage, out.get(stage), self.task.primary_metric)
+            say(f"[{i}/{len(stages)}] {stage} done in {timings[stage]:.1f} s{note}")
         if main:
             path = self.run_dir / "timings.json"
             previous = json.loads(path.read_text()) if path.exists() else {}
@@ -394,14 +395,13 @@ class Pipeline:
         return out
 
 
-def _stage_note(stage: str, result: Any) -> str:
+def _stage_note(stage: str, result: Any, metric: str) -> str:
     """A short summary for the stage's status line."""
     try:
         if stage == "estimate":
             return f": {result['num_kernels']} kernels, NTK estimate {result['estimate'] * 100:.1f} %"
         if stage == "teacher":
-            primary = next(k for k in result if k.startswith("test_") and k != "test_loss")
-            return f": {result['name']} test {primary[5:]} {result[primary] * 100:.1f} %"
-    except (KeyError, StopIteration, TypeError):
+            return f": {result['name']} test {metric} {result['test_' + metric] * 100:.1f} %"
+    except (KeyError, TypeError):
         pass
     return ""

@@ -98,3 +98,18 @@ def test_bounded_kernel_is_exact_within_the_budget_and_a_close_sketch_beyond_it(
     again, _ = bounded_kernel(t, x, params=names(t), max_memory_gb=tight, directions=1024, seed=0)
     assert mode == "features" and torch.equal(sketch, again)  # seeded: reproducible
     assert float((sketch - reference).norm() / reference.norm()) < 0.1
+
+
+def test_bounded_cache_of_a_frozen_teacher_sketches_what_does_not_fit():
+    from onnx_run.ntk.teacher_cache import bounded_cache, factor_bytes_per_sample
+
+    t = teacher()  # frozen, train mode: the cache puts it in eval mode and takes all its parameters
+    x = torch.randn(60, 1, 8, 8)
+    exact = bounded_cache(t, x)
+    assert exact.mode == "exact"
+    per_sample = factor_bytes_per_sample(t.eval(), x, params=names(t), cost_rows=60, cost_pairs=3600)
+    sketch = bounded_cache(t, x, max_memory_gb=0.5 * per_sample * 60 / 2**30, directions=1024)
+    idx = torch.arange(20)
+    assert sketch.mode == "features"
+    ref = exact.kernel(idx)
+    assert float((sketch.kernel(idx) - ref).norm() / ref.norm()) < 0.1

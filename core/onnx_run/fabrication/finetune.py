@@ -82,10 +82,9 @@ def finetune_backend(*, task, splits, backend: torch.nn.Module, train_idx: torch
         loss_fn = choices[method].build()
     teacher_kernel = None
     if loss_fn.needs_teacher_kernel:
-        from onnx_run.ntk import TeacherKernelCache
+        from onnx_run.ntk.teacher_cache import bounded_cache
 
-        cache = TeacherKernelCache(teacher, data.train.tensors[0].to(device), reduce=task.ntk_reduce,
-                                   progress=progress)
+        cache = bounded_cache(teacher, data.train.tensors[0].to(device), reduce=task.ntk_reduce, progress=progress)
         teacher_kernel = lambda xb, idx: cache.kernel(idx.to(device))  # noqa: E731
     # positions in the captured subset: train_model indexes train data and features alike
     return train_model(model, task, data, settings, run_dir, loss_fn=loss_fn, seed=seed, device=device,

@@ -227,26 +227,39 @@ def factor_bytes_per_sample(model: nn.Module, x: Tensor, *, reduce: Reduce | Non
     return _factor_bytes(fac) / probe.shape[0]
 
 
-def bounded_kernel(model: nn.Module, x: Tensor, *, reduce: Reduce | None = None,
-                   params: Sequence[str] | None = None, max_memory_gb: float = 2.0, directions: int = 256,
-                   seed: int = 0, progress: bool = False) -> tuple[Tensor, str]:
-    """The n x n trace NTK of ``model`` on ``x`` within a memory budget: (kernel, mode).
+def bounded_cache(model: nn.Module, x: Tensor, *, reduce: Reduce | None = None,
+                  params: Sequence[str] | None = None, max_memory_gb: float = 8.0, max_exact_n: int = 4096,
+                  directions: int = 128, seed: int = 0, progress: bool = False) -> TeacherKernelCache:
+    """A :class:`TeacherKernelCache` of ``model`` on ``x`` that fits ``max_memory_gb``.
 
-    Exact (chunked structured factors) when n per-sample factors fit ``max_memory_gb``;
-    otherwise the seeded random-feature sketch of the same gradients ("features" mode, R =
-    ``directions``, relative error ~ 1/sqrt(R)). Chunks are sized so one chunk's factors take
-    at most an eighth of the budget: a dense-output backend (a decoder with O projected
-    outputs) has per-sample factors of O x its parameter count.
+    Exact when n <= ``max_exact_n`` and n per-sample factors fit the budget; otherwise the
+    seeded random-feature sketch of the same gradients ("features" mode, R = ``directions``,
+    relative error ~ 1/sqrt(R)). Chunks are sized so one chunk's factors take at most an
+    eighth of the budget: a large teacher (AlexNet on 32 x 32 RGB: ~14 MB per image) or a
+    dense-output network (O projected outputs x its parameter count per image) would
+    otherwise not fit at all.
     """
     n = int(x.shape[0])
     budget = max_memory_gb * 2**30
+    model.eval()  # as TeacherKernelCache: BatchNorm statistics fixed, samples independent
+    if params is None:  # as TeacherKernelCache: a frozen teacher is differentiated w.r.t. all its parameters
+        params = [name for name, _ in model.named_parameters()]
     per_sample = factor_bytes_per_sample(model, x, reduce=reduce, params=params, cost_rows=128, cost_pairs=128 * n)
     chunk = int(max(1, min(128, budget / 8 / max(per_sample, 1.0))))
     if chunk != 128:  # the layer forms depend on the chunk size: measure again with the real one
         per_sample = factor_bytes_per_sample(model, x, reduce=reduce, params=params, cost_rows=chunk,
                                              cost_pairs=chunk * n)
-    exact = per_sample * n <= budget
-    cache = TeacherKernelCache(model, x, reduce=reduce, params=params, max_exact_n=n if exact else 0,
-                               batch_size=chunk, directions=directions, seed=seed, progress=progress,
-                               max_memory_gb=max_memory_gb)
+    exact = n <= max_exact_n and per_sample * n <= budget
+    return TeacherKernelCache(model, x, reduce=reduce, params=params, max_exact_n=n if exact else 0,
+                              batch_size=chunk, directions=directions, seed=seed, progress=progress,
+                              max_memory_gb=max_memory_gb)
+
+
+def bounded_kernel(model: nn.Module, x: Tensor, *, reduce: Reduce | None = None,
+                   params: Sequence[str] | None = None, max_memory_gb: float = 2.0, directions: int = 256,
+                   seed: int = 0, progress: bool = False) -> tuple[Tensor, str]:
+    """The n x n trace NTK of ``model`` on ``x`` within a memory budget: (kernel, mode); see
+    :func:`bounded_cache` (exact whenever the factors fit, whatever n)."""
+    cache = bounded_cache(model, x, reduce=reduce, params=params, max_memory_gb=max_memory_gb,
+                          max_exact_n=int(x.shape[0]), directions=directions, seed=seed, progress=progress)
     return cache.gram(), cache.mode
