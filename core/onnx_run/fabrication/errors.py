@@ -117,24 +117,40 @@ class KernelErrorConfig:
     sigma: float = attrs.field(default=0.1, validator=[v.ge(0), v.lt(1)])
 
 
+def _replace_optics(frontend, method: str, make):
+    """Apply ``make(optics)`` to the optics under the wrappers earlier error models added (the
+    first module with ``method``) and put the result in its place."""
+    inner = frontend
+    while not hasattr(inner, method) and hasattr(inner, "inner"):
+        inner = inner.inner
+    if not hasattr(inner, method):
+        raise NotImplementedError(f"optics {type(inner).__name__} has no {method}(); use its own error models instead")
+    changed = make(inner)
+    if inner is frontend:
+        return changed
+    parent = frontend
+    while parent.inner is not inner:
+        parent = parent.inner
+    parent.inner = changed
+    return frontend
+
+
 class KernelError(ErrorModel):
     def apply_to_frontend(self, frontend, generator):
-        inner = frontend
-        while not hasattr(inner, "perturb_kernels") and hasattr(inner, "inner"):
-            inner = inner.inner  # through wrappers added by earlier error models
-        if not hasattr(inner, "perturb_kernels"):
-            raise NotImplementedError(
-                f"optics {type(inner).__name__} does not expose its kernels (no perturb_kernels); "
-                f"use its own error models instead"
-            )
-        perturbed = inner.perturb_kernels(self.config.sigma, generator)
-        if inner is frontend:
-            return perturbed
-        parent = frontend
-        while parent.inner is not inner:
-            parent = parent.inner
-        parent.inner = perturbed
-        return frontend
+        return _replace_optics(frontend, "perturb_kernels", lambda o: o.perturb_kernels(self.config.sigma, generator))
+
+
+@attrs.define(kw_only=True)
+class PhaseQuantisationConfig:
+    """The device holds only 2**bits phase levels over its range (an SLM or a lithography step
+    coarser than the design): the designed phase is rounded to the nearest level."""
+
+    bits: int = attrs.field(default=4, validator=[v.ge(1), v.le(16)])
+
+
+class PhaseQuantisation(ErrorModel):
+    def apply_to_frontend(self, frontend, generator):
+        return _replace_optics(frontend, "quantise_phase", lambda o: o.quantise_phase(self.config.bits))
 
 
 def builtin_error_models():
@@ -144,4 +160,6 @@ def builtin_error_models():
          "sensor shift ~ N(0, shift_px) and rotation ~ N(0, rotation_deg) per device"),
         ("kernel-error", KernelError, KernelErrorConfig, "PSF values scaled by 1 + sigma N(0,1) per device"),
         ("sensor-noise", SensorNoise, SensorNoiseConfig, "shot (Poisson, Gaussian approx.) + read noise per capture"),
+        ("phase-quantisation", PhaseQuantisation, PhaseQuantisationConfig,
+         "designed phase rounded to 2**bits levels (optics with quantise_phase: 4f, diffractive)"),
     ]

@@ -225,6 +225,16 @@ class Frontend4f(OpticalFrontend):
             clone._psf_error_region = sample(shape, self._psf_error_region)
         return clone
 
+    def quantise_phase(self, bits: int) -> "Frontend4f":
+        """A frozen copy whose mask phase is rounded to 2**bits levels over its range (the core's
+        ``phase-quantisation`` model: a modulator with fewer levels than the design)."""
+        clone = self.frozen()
+        if clone.phase_raw is not None:
+            with torch.no_grad():
+                q = constrained_phase(self.phase_raw.detach(), phase_range=self.phase_range, bits=bits)
+                clone.phase_raw.copy_(raw_from_phase(q.double(), phase_range=self.phase_range).to(clone.phase_raw))
+        return clone
+
     def kernels(self, *, include_gain: bool = False) -> torch.Tensor:
         """Effective signed kernels (K, C, kh, kw) in sensor pixels (true convolution, centred).
 

@@ -367,3 +367,24 @@ def test_torch_func_ntk_transforms_run_through_the_frontend():
     assert jz.shape == (3, 2, 4, 4)
     # forward-mode agrees with reverse mode
     assert torch.allclose(jz.sum((1, 2, 3)), (jac["phase_raw"] * tangent["phase_raw"]).sum((1, 2)), atol=1e-4)
+
+
+def test_phase_quantisation_error_model_rounds_the_mask_to_its_levels():
+    from onnx_run.fabrication.device import build_error_models, fabricate
+
+    torch.manual_seed(0)
+    fe = Frontend4f(small())  # continuous phase design
+    x = torch.rand(2, 1, 4, 4)
+    design = fe.phase().detach()
+    for bits in (2, 4):
+        step = 2 * math.pi / 2**bits
+        device = fabricate(fe, build_error_models([{"name": "phase-quantisation", "bits": bits}]), seed=0)
+        phase = device.frontend.phase().detach()
+        on_level = torch.remainder(phase + step / 2, step) - step / 2  # distance to the nearest level
+        assert float(on_level.abs().max()) < 1e-4
+        assert len(torch.unique(torch.round(phase / step).remainder(2**bits))) == 2**bits
+        wrapped = torch.remainder(phase - design + math.pi, 2 * math.pi) - math.pi
+        assert float(wrapped.abs().max()) <= step / 2 + 1e-4  # rounded to the nearest level
+        assert not torch.allclose(device(x), fe(x), atol=1e-6)
+    with pytest.raises(UserError, match="bits: must be >= 1"):
+        build_error_models([{"name": "phase-quantisation", "bits": 0}])

@@ -417,6 +417,16 @@ class DiffractiveFrontend(OpticalFrontend):
             p.requires_grad_(False)
         return clone
 
+    def quantise_phase(self, bits: int) -> "DiffractiveFrontend":
+        """A frozen copy whose layer phases are rounded to 2**bits levels over their range (the
+        core's ``phase-quantisation`` model: a relief etched in fewer steps than designed)."""
+        clone = self.perturbed()
+        g = self.geometry
+        with torch.no_grad():
+            q = constrained_phase(self.phase_raw.detach(), phase_range=g.phase_range, bits=bits)
+            clone.phase_raw.copy_(raw_from_phase(q.double(), phase_range=g.phase_range).to(clone.phase_raw))
+        return clone
+
     def perturb_kernels(self, sigma: float, generator: torch.Generator) -> "DiffractiveFrontend":
         """The core's ``kernel-error`` on a stack: each neuron's relief height scaled by
         (1 + sigma N(0, 1)), i.e. a phase error proportional to the designed phase."""

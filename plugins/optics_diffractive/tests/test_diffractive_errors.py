@@ -90,3 +90,15 @@ def test_other_optics_are_refused():
 
     with pytest.raises(UserError, match="diffractive optics only"):
         fabricate(Other(), [HeightError(HeightErrorConfig())], seed=0)
+
+
+def test_core_phase_quantisation_rounds_every_layer(make_stack, images):
+    import math
+
+    front = make_stack(num_layers=2)
+    step = front.geometry.phase_range / 4
+    device = fabricate(front, build_error_models([{"name": "phase-quantisation", "bits": 2}]), seed=0)
+    phases = device.frontend.phases().detach()
+    on_level = torch.remainder(phases + step / 2, step) - step / 2
+    assert float(on_level.abs().max()) < 1e-4 and step == math.pi / 2
+    assert not torch.allclose(device(images), front(images), atol=1e-6)
