@@ -35,3 +35,17 @@ def test_a_bad_sweep_is_one_line_and_writes_nothing(tiny_optics, tmp_path):
         assert res.exit_code == 2, res.output
         assert len(res.output.strip().splitlines()) == 1 and expected in res.output, res.output
     assert not any(tmp_path.iterdir())
+
+
+def test_sizes_resolve_defaults_task_curve_config_then_options(tiny_optics):
+    from onnx_run.config import load_config
+    from onnx_run.estimate.ntk_estimate import estimate_sizes
+
+    cfg = load_config(None, [], {"optics": "tiny", "task": "segmentation"})
+    task = cfg.task.build()
+    assert estimate_sizes(cfg, task) == {"inits": 3, "width_multiplier": 1, "max_train": 400, "max_eval": 200}
+    assert estimate_sizes(cfg, task, curve=True) == {"inits": 1, "width_multiplier": 1, "max_train": 100,
+                                                     "max_eval": 50}
+    cfg = load_config(None, ["estimate.max_train=60"], {"optics": "tiny", "task": "segmentation"})
+    assert estimate_sizes(cfg, task, curve=True)["max_train"] == 60  # the user's config beats the task
+    assert estimate_sizes(cfg, task, curve=True, max_train=30)["max_train"] == 30  # and an option beats both

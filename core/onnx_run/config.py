@@ -427,13 +427,7 @@ class _Preset:
             return {}
         out = merge({}, PRESETS.get(self.name, {}))
         out = merge(out, PRESETS_BY_TASK_KIND.get(self.name, {}).get(task_kind, {}))
-        for section, values in out.items():
-            cls = SECTIONS.get(section)
-            fields = {f.name for f in attrs.fields(cls)} if cls is not None else set()
-            unknown = sorted(set(values) - fields)
-            if cls is None or unknown:
-                what = f"section {section!r}" if cls is None else f"{section}.{', '.join(unknown)}"
-                raise UserError(f"run preset {self.name!r} sets {what}, which the config does not have")
+        _check_core_tree(out, f"run preset {self.name!r}", UserError)
         return out
 
     def component(self, comp: Any, section: str, settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -485,17 +479,28 @@ def _under(preset_values: Mapping[str, Any], table: Any) -> Any:
     return merge(dict(preset_values), table)
 
 
-def _task_core_defaults(task: Any, name: str) -> dict[str, dict[str, Any]]:
-    """``Task.core_defaults()``, checked: every section and key must exist in the core's config."""
-    from onnx_run.plugins import PluginError
-
-    suggested = task.core_defaults() if hasattr(task, "core_defaults") else {}
-    for section, values in suggested.items():
+def _check_core_tree(tree: Mapping[str, Mapping[str, Any]], who: str, error: type[Exception]) -> None:
+    """Every section and key of ``tree`` exists in the core's config, or one line naming ``who``."""
+    for section, values in tree.items():
         cls = SECTIONS.get(section)
         unknown = sorted(set(values) - {f.name for f in attrs.fields(cls)}) if cls is not None else []
         if cls is None or unknown:
             what = f"section {section!r}" if cls is None else f"{section}.{', '.join(unknown)}"
-            raise PluginError(f"task {name!r}: core_defaults() sets {what}, which the config does not have")
+            raise error(f"{who} sets {what}, which the config does not have")
+
+
+def _suggestions(suggested: Mapping[str, Any], cls: type, table: Mapping[str, Any]) -> dict[str, Any]:
+    """A task's suggestions for a component: the keys its config class has and the user left unset."""
+    names = {f.name for f in attrs.fields(cls)}
+    return {k: v for k, v in suggested.items() if k in names and k not in table}
+
+
+def _task_core_defaults(task: Any, name: str) -> dict[str, dict[str, Any]]:
+    """``Task.core_defaults()``, checked like a preset's core values."""
+    from onnx_run.plugins import PluginError
+
+    suggested = task.core_defaults() if hasattr(task, "core_defaults") else {}
+    _check_core_tree(suggested, f"task {name!r}: core_defaults()", PluginError)
     return {k: dict(v) for k, v in suggested.items()}
 
 
@@ -519,6 +524,7 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
     preset = _Preset(raw)
 
     comps: dict[str, ComponentChoice] = {}
+    task: Any = None  # the task instance, built first: the other sections take its suggestions
 
     def component(section: str, kind: str, default: str | None) -> None:
         if not isinstance(raw.get(section, {}), Mapping):
@@ -526,7 +532,7 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
         table = dict(raw.get(section, {}))
         name = table.pop("name", None)
         if name is None and section == "teacher":
-            name = getattr(comps["task"].factory(comps["task"].config), "default_teacher", None)
+            name = getattr(task, "default_teacher", None)
         if name is None:
             name = default
         if not isinstance(name, str):
@@ -535,9 +541,7 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
         suggested: dict[str, Any] = {}
         if section == "optics" and comp.config is not None:
             # the task may suggest optics settings (input size, kernel count); the user's win
-            task = comps["task"].factory(comps["task"].config)
-            names = {f.name for f in attrs.fields(comp.config)}
-            suggested = {k: v for k, v in task.optics_defaults().items() if k in names and k not in table}
+            suggested = _suggestions(task.optics_defaults(), comp.config, table)
         table = {**preset.component(comp, section, {**suggested, **table}), **suggested, **table}
         if comp.config is None:
             if table:
@@ -577,8 +581,7 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
             comp = get_component(kind, name, key=list_key)
             table = tables.get(name, {})
             if comp.config is not None and isinstance(table, Mapping):
-                fields = {f.name for f in attrs.fields(comp.config)}
-                table = {**{k: v for k, v in task_suggests.get(name, {}).items() if k in fields}, **table}
+                table = {**_suggestions(task_suggests.get(name, {}), comp.config, table), **table}
             table = _under(preset.component(comp, f"{section}.{name}", table if isinstance(table, Mapping) else {}),
                            table)
             cfg = structure_section(table, comp.config, f"{section}.{name}") if comp.config else None

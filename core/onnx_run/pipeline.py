@@ -172,29 +172,28 @@ class Pipeline:
         return row
 
     def estimate_curve(self, design: dict[str, Any]) -> list[dict[str, Any]]:
-        """Estimates for 1, 2, 4, ... kernels below the design's count, plus the design itself
-        (estimate_curve.json; each point is saved as it finishes, so a kill loses at most one)."""
+        """Estimates for 1, 2, 4, ... kernels below the design's count and the design's own
+        (estimate_curve.json, saved point by point: a kill loses at most one). The design's
+        estimate is reused unless the task asks for smaller sizes on the curve."""
         from onnx_run.config import resolve, set_dotted
-        from onnx_run.estimate.ntk_estimate import estimate_design
+        from onnx_run.estimate.ntk_estimate import estimate_design, estimate_sizes
 
         path = self.run_dir / "estimate_curve.json"
         rows = json.loads(path.read_text()) if path.exists() else []
         done = {r["num_kernels"] for r in rows}
-        # smaller sizes for a costly task, where the run config's [estimate] leaves them automatic
-        sizes = {k: v for k, v in self.task.estimate_settings().get("curve", {}).items()
-                 if not getattr(self.cfg.estimate, k)}
-        counts = [2 ** i for i in range(16) if 2 ** i < design["num_kernels"]]
-        for count in counts + ([design["num_kernels"]] if sizes else []):
+        same_sizes = estimate_sizes(self.cfg, self.task, curve=True) == estimate_sizes(self.cfg, self.task)
+        last = design["num_kernels"]
+        for count in [2 ** i for i in range(16) if 2 ** i < last] + [last]:
             if count in done:
                 continue
-            raw = self.cfg.to_dict()
-            set_dotted(raw, "optics.num_kernels", count)
-            rows.append(estimate_design(resolve(raw), splits=self.splits, progress=self.progress, **sizes))
-            write_json(path, sorted(rows, key=lambda r: r["num_kernels"]))
-        if design["num_kernels"] not in {r["num_kernels"] for r in rows}:
-            rows.append(design)
-        rows = sorted(rows, key=lambda r: r["num_kernels"])
-        write_json(path, rows)
+            if count == last and same_sizes:
+                rows.append(design)
+            else:
+                raw = self.cfg.to_dict()
+                set_dotted(raw, "optics.num_kernels", count)
+                rows.append(estimate_design(resolve(raw), curve=True, splits=self.splits, progress=self.progress))
+            rows.sort(key=lambda r: r["num_kernels"])
+            write_json(path, rows)
         return rows
 
     # -- after training: realise, fabricate, compensate ------------------------------------

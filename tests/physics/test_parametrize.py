@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from onnx_run.physics import (bounded, constrained_phase, phase_levels, quantize_ste, raw_from_bounded,
-                              raw_from_phase)
+                              raw_from_phase, requantised_raw)
 
 
 @pytest.mark.parametrize("bits, range_pi", [(1, 2.0), (3, 2.0), (4, 1.5), (2, 1.0)])
@@ -50,3 +50,24 @@ def test_inverse_maps():
     amp = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
     assert torch.allclose(bounded(raw_from_bounded(amp)), amp)
     assert float(bounded(torch.tensor(100.0), 0.1, 0.4)) == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("bits, range_pi", [(1, 2.0), (2, 2.0), (4, 2.0), (2, 1.5), (3, 1.0)])
+def test_requantised_design_sits_on_the_nearest_level(bits, range_pi):
+    phase_range = range_pi * math.pi
+    periodic = range_pi == 2.0
+    raw = torch.linspace(-7, 7, 2001, dtype=torch.float64)
+    design = constrained_phase(raw, phase_range=phase_range)  # continuous
+    device = constrained_phase(requantised_raw(raw, phase_range=phase_range, bits=bits), phase_range=phase_range)
+    levels = phase_levels(phase_range, bits)
+    if periodic:  # the top of the range is level 0 again
+        levels = torch.cat([levels, levels.new_tensor([phase_range])])
+    tol = 1e-9 if periodic else 1e-2 * phase_range  # a limited range's ends are sigmoid limits
+
+    def dist(a, b):
+        d = (a - b).abs()
+        return torch.minimum(d, phase_range - d) if periodic else d
+
+    assert float((device.unsqueeze(-1) - levels).abs().min(-1).values.max()) < tol  # on a level
+    nearest = (design.unsqueeze(-1) - levels).abs().min(-1).values
+    assert float((dist(device, design) - nearest).abs().max()) < tol  # and on the closest one

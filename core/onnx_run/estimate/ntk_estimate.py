@@ -76,25 +76,34 @@ def average_ntk(build: Callable[[int], HybridModel], x: torch.Tensor, *, reduce,
 ESTIMATE_DEFAULTS = {"inits": 3, "width_multiplier": 4, "max_train": 1000, "max_eval": 400}
 
 
-def estimate_design(cfg: RunConfig, *, inits: int | None = None, width_multiplier: int | None = None,
-                    max_train: int | None = None, max_eval: int | None = None, progress: bool = True,
-                    ridges=DEFAULT_RIDGES, splits: Any = None, max_memory_gb: float = 4.0) -> dict[str, Any]:
-    """Layout and NTK-regression accuracy estimate of the configured optics + task.
+def estimate_sizes(cfg: RunConfig, task: Any, *, curve: bool = False, **given: int | None) -> dict[str, int]:
+    """The estimate's sizes, lowest first: ESTIMATE_DEFAULTS, the task's ``estimate_settings()``
+    (with ``curve``, then its ``"curve"`` sizes: the pipeline's estimate curve), the config's
+    ``[estimate]`` (0 = automatic), then ``given`` (command options; None = not given)."""
+    suggested = task.estimate_settings()
+    sizes = {**ESTIMATE_DEFAULTS, **{k: v for k, v in suggested.items() if k in ESTIMATE_DEFAULTS}}
+    if curve:
+        sizes.update(suggested.get("curve", {}))
+    sizes.update({k: getattr(cfg.estimate, k) for k in ESTIMATE_DEFAULTS if getattr(cfg.estimate, k)})
+    sizes.update({k: v for k, v in given.items() if v is not None})
+    return {k: int(v) for k, v in sizes.items()}
 
-    Sizes left as None come from the config's [estimate] section (0 = automatic), then the
-    task's ``estimate_settings()``, then ESTIMATE_DEFAULTS."""
+
+def estimate_design(cfg: RunConfig, *, inits: int | None = None, width_multiplier: int | None = None,
+                    max_train: int | None = None, max_eval: int | None = None, curve: bool = False,
+                    progress: bool = True, ridges=DEFAULT_RIDGES, splits: Any = None,
+                    max_memory_gb: float = 4.0) -> dict[str, Any]:
+    """Layout and NTK-regression accuracy estimate of the configured optics + task; sizes as
+    :func:`estimate_sizes` resolves them (``curve``: a point of the pipeline's estimate curve)."""
     from onnx_run.ntk import kernel_ridge_regression, select_ridge
 
     t0 = time.perf_counter()
     seed = cfg.run.seed
     task = cfg.task.build()
-    given = {"inits": inits, "width_multiplier": width_multiplier, "max_train": max_train, "max_eval": max_eval}
-    configured = {k: getattr(cfg.estimate, k) for k in ESTIMATE_DEFAULTS if getattr(cfg.estimate, k)}
-    task_sizes = {k: v for k, v in task.estimate_settings().items() if k in ESTIMATE_DEFAULTS}
-    sizes = {**ESTIMATE_DEFAULTS, **task_sizes, **configured,
-             **{k: v for k, v in given.items() if v is not None}}
-    inits, width_multiplier = int(sizes["inits"]), int(sizes["width_multiplier"])
-    max_train, max_eval = int(sizes["max_train"]), int(sizes["max_eval"])
+    sizes = estimate_sizes(cfg, task, curve=curve, inits=inits, width_multiplier=width_multiplier,
+                           max_train=max_train, max_eval=max_eval)
+    inits, width_multiplier = sizes["inits"], sizes["width_multiplier"]
+    max_train, max_eval = sizes["max_train"], sizes["max_eval"]
     seed_everything(seed)
     probe = cfg.optics.build()
     layout = probe.layout()

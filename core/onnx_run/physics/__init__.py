@@ -11,7 +11,7 @@ from onnx_run.physics.grid import Grid, centred_coords, padded_size, stack_wavel
 from onnx_run.physics.incoherent import (coherent_conv, convolve2d, incoherent_conv, signed_to_pairs,
                                          split_signed, subtract_pairs)
 from onnx_run.physics.parametrize import (bounded, constrained_phase, phase_levels, quantize_ste,
-                                          raw_from_bounded, raw_from_phase)
+                                          raw_from_bounded, raw_from_phase, requantised_raw)
 from onnx_run.physics.propagation import (angular_spectrum, apply_transfer_function, clear_cache,
                                           fourier_lens, fresnel, propagate, rayleigh_sommerfeld,
                                           transfer_function)
@@ -27,7 +27,7 @@ __all__ = [
     "resample_mask", "pixel_overlap", "height_to_phase", "phase_to_height",
     "convolve2d", "incoherent_conv", "coherent_conv", "split_signed", "signed_to_pairs", "subtract_pairs",
     "Sensor", "integrate_pixels",
-    "constrained_phase", "phase_levels", "quantize_ste", "raw_from_phase", "bounded", "raw_from_bounded",
+    "constrained_phase", "phase_levels", "quantize_ste", "raw_from_phase", "requantised_raw", "bounded", "raw_from_bounded",
     "PhysicsWarning", "PropagationReport", "LensReport", "propagation_report", "lens_report",
     "band_limit_frequency", "removed_fraction", "warn_issues",
 ]

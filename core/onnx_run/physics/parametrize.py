@@ -7,6 +7,7 @@ A trainable tensor ``raw`` is unconstrained; these maps give what the device can
   ``2^bits`` levels ``k range / 2^bits``. A smaller range (e.g. a 1.5 pi SLM) is reached by a
   sigmoid, ``range * sigmoid(raw)``, with ``2^bits`` levels ``k range / (2^bits - 1)`` including
   both ends. Quantisation uses a straight-through estimator.
+* :func:`requantised_raw`: a design rounded to fewer levels (a coarser device).
 * :func:`bounded`: amplitudes (or anything) in ``[low, high]`` by a sigmoid.
 """
 
@@ -70,6 +71,15 @@ def raw_from_phase(phase: torch.Tensor, *, phase_range: float = 2 * math.pi, eps
                                             torch.zeros_like(wrapped)), wrapped)
     u = (clipped / phase_range).clamp(eps, 1 - eps)
     return torch.log(u) - torch.log1p(-u)
+
+
+def requantised_raw(raw: torch.Tensor, *, phase_range: float = 2 * math.pi, bits: int) -> torch.Tensor:
+    """A ``raw`` whose continuous :func:`constrained_phase` is ``raw``'s phase rounded to the
+    nearest of the ``2^bits`` levels: a device with fewer levels than the design was made for
+    (the ``phase-quantisation`` error model). No gradient."""
+    with torch.no_grad():
+        levels = constrained_phase(raw.detach(), phase_range=phase_range, bits=bits)
+        return raw_from_phase(levels.double(), phase_range=phase_range).to(raw.dtype)
 
 
 def bounded(raw: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:

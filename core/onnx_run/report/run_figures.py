@@ -33,11 +33,12 @@ def make_figures(pipe: Any) -> list[Path]:
     curve = figures.learning_curves(pipe.run_dir, out / "learning_curves.png", primary)
     if curve:
         made.append(curve)
-    estimates = pipe.run_dir / "estimate_curve.json"
-    if estimates.exists() and len(json.loads(estimates.read_text())) > 1:
+    path = pipe.run_dir / "estimate_curve.json"
+    estimates = json.loads(path.read_text()) if path.exists() else []
+    if len(estimates) > 1:
         from onnx_run.estimate.report import plot_estimate
 
-        plot_estimate(out / "estimate_curve.png", json.loads(estimates.read_text()))
+        plot_estimate(out / "estimate_curve.png", estimates)
         made.append(out / "estimate_curve.png")
     seed = pipe.seeds()[0]
     x_test, y_test = pipe.splits.test.tensors[0], pipe.splits.test.tensors[1]

@@ -30,7 +30,7 @@ from torch import nn
 
 from onnx_run.components import Layout, OpticalFrontend
 from onnx_run.physics import (Sensor, bounded, coherent_conv, constrained_phase, incoherent_conv,
-                              raw_from_bounded, raw_from_phase)
+                              raw_from_bounded, raw_from_phase, requantised_raw)
 
 from onnx_run_optics_4f.config import Optics4fConfig
 from onnx_run_optics_4f.geometry import (Geometry, geometry, layout_from_geometry, sensor_matrix,
@@ -228,11 +228,10 @@ class Frontend4f(OpticalFrontend):
     def quantise_phase(self, bits: int) -> "Frontend4f":
         """A frozen copy whose mask phase is rounded to 2**bits levels over its range (the core's
         ``phase-quantisation`` model: a modulator with fewer levels than the design)."""
+        if self.phase_raw is None:  # an amplitude-only mask has no phase to quantise
+            raise NotImplementedError(f"the 4f mask is {self.config.mask!r}: it has no phase levels")
         clone = self.frozen()
-        if clone.phase_raw is not None:
-            with torch.no_grad():
-                q = constrained_phase(self.phase_raw.detach(), phase_range=self.phase_range, bits=bits)
-                clone.phase_raw.copy_(raw_from_phase(q.double(), phase_range=self.phase_range).to(clone.phase_raw))
+        clone.phase_raw.copy_(requantised_raw(self.phase_raw, phase_range=self.phase_range, bits=bits))
         return clone
 
     def kernels(self, *, include_gain: bool = False) -> torch.Tensor:

@@ -388,3 +388,6 @@ def test_phase_quantisation_error_model_rounds_the_mask_to_its_levels():
         assert not torch.allclose(device(x), fe(x), atol=1e-6)
     with pytest.raises(UserError, match="bits: must be >= 1"):
         build_error_models([{"name": "phase-quantisation", "bits": 0}])
+    amplitude_only = Frontend4f(small(mask="amplitude"))  # no phase to quantise: one line, not a silent no-op
+    with pytest.raises(UserError, match="phase-quantisation|PhaseQuantisation.*no phase levels"):
+        fabricate(amplitude_only, build_error_models([{"name": "phase-quantisation"}]), seed=0)

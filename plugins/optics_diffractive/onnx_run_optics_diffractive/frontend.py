@@ -28,7 +28,7 @@ from torch import nn
 from onnx_run.components import Layout, OpticalFrontend
 from onnx_run.physics import (Grid, apply_transfer_function, constrained_phase, phase_levels, pixel_overlap,
                               transfer_function)
-from onnx_run.physics.parametrize import bounded, raw_from_bounded, raw_from_phase
+from onnx_run.physics.parametrize import bounded, raw_from_bounded, raw_from_phase, requantised_raw
 
 from onnx_run_optics_diffractive.config import DiffractiveConfig, Geometry, resolve
 
@@ -421,10 +421,7 @@ class DiffractiveFrontend(OpticalFrontend):
         """A frozen copy whose layer phases are rounded to 2**bits levels over their range (the
         core's ``phase-quantisation`` model: a relief etched in fewer steps than designed)."""
         clone = self.perturbed()
-        g = self.geometry
-        with torch.no_grad():
-            q = constrained_phase(self.phase_raw.detach(), phase_range=g.phase_range, bits=bits)
-            clone.phase_raw.copy_(raw_from_phase(q.double(), phase_range=g.phase_range).to(clone.phase_raw))
+        clone.phase_raw.copy_(requantised_raw(self.phase_raw, phase_range=self.geometry.phase_range, bits=bits))
         return clone
 
     def perturb_kernels(self, sigma: float, generator: torch.Generator) -> "DiffractiveFrontend":
