@@ -252,7 +252,8 @@ def test_ntkd_under_bf16_uses_float32_kernels(tiny):
             loss32, logs32, out32 = run("fp32")
             loss16, logs16, out16 = run("bf16")
             assert loss16.dtype == torch.float32 and out16.dtype == torch.float32
-            assert logs16["ntk_loss"] == pytest.approx(logs32["ntk_loss"], rel=1e-5, abs=1e-6), (estimator, params)
+            assert float(logs16["ntk_loss"]) == pytest.approx(float(logs32["ntk_loss"]), rel=1e-5, abs=1e-6), \
+                (estimator, params)
             if estimator == "structured":  # the kernel pass yields the outputs: all float32
                 assert float(loss16.detach()) == pytest.approx(float(loss32.detach()), rel=1e-5, abs=1e-6)
 

@@ -254,11 +254,13 @@ def estimate_cmd(sweep, inits, width_multiplier, max_train, **kwargs) -> None:
         configs.append(resolve(point))
     _print_notes(configs[0])
     from onnx_run.estimate.ntk_estimate import estimate_design
+    from onnx_run.train.loop import resolve_device
 
+    device = resolve_device(configs[0].run.device)  # 'cuda' without CUDA: one line, before any work
     rows = []
     for value, cfg in zip(values, configs):
         row = estimate_design(cfg, inits=inits, width_multiplier=width_multiplier, max_train=max_train,
-                              progress=cfg.run.progress)
+                              progress=cfg.run.progress, device=device)
         if key is not None:
             row["sweep_key"], row["sweep_value"] = key, value
         rows.append(row)

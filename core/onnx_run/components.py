@@ -230,8 +230,13 @@ class DistillContext:
     student_input: torch.Tensor | None = None  # what the student is fed if not x (captures)
 
 
+#: what a loss logs per step: floats or 0-dim tensors (tensors stay on the device until the
+#: epoch ends: on a GPU, a float per step would wait for the step to finish)
+Logs = dict[str, "float | torch.Tensor"]
+
+
 class DistillationLoss:
-    """A training objective; returns (scalar loss, logs of floats)."""
+    """A training objective; returns (scalar loss, logs: floats or detached 0-dim tensors)."""
 
     #: True when the loss needs the teacher (training then builds or loads one)
     needs_teacher: bool = False
@@ -243,7 +248,7 @@ class DistillationLoss:
     def __init__(self, config: Any):
         self.config = config
 
-    def __call__(self, ctx: DistillContext) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(self, ctx: DistillContext) -> tuple[torch.Tensor, Logs]:
         raise NotImplementedError
 
 

@@ -124,7 +124,7 @@ class Pipeline:
             teacher, _ = self.teacher()
             x = self.splits.train.tensors[0].to(self.device)
             cache = bounded_cache(teacher, x, reduce=self.task.ntk_reduce, progress=self.progress)
-            self._teacher_kernel = lambda xb, idx: cache.kernel(idx.to(self.device))
+            self._teacher_kernel = lambda xb, idx: cache.kernel(idx)  # idx on the CPU: checked there, no device wait
         return self._teacher_kernel
 
     # -- stages -----------------------------------------------------------------------------
@@ -165,7 +165,7 @@ class Pipeline:
         if path.exists():
             row = json.loads(path.read_text())
         else:
-            row = estimate_design(self.cfg, splits=self.splits, progress=self.progress)
+            row = estimate_design(self.cfg, splits=self.splits, progress=self.progress, device=self.device)
             write_json(path, row)
         if self.cfg.estimate.curve:
             self.estimate_curve(row)
@@ -191,7 +191,8 @@ class Pipeline:
             else:
                 raw = self.cfg.to_dict()
                 set_dotted(raw, "optics.num_kernels", count)
-                rows.append(estimate_design(resolve(raw), curve=True, splits=self.splits, progress=self.progress))
+                rows.append(estimate_design(resolve(raw), curve=True, splits=self.splits, progress=self.progress,
+                                            device=self.device))
             rows.sort(key=lambda r: r["num_kernels"])
             write_json(path, rows)
         return rows

@@ -15,16 +15,16 @@ import torch
 import torch.nn.functional as F
 from attrs import validators as v
 
-from onnx_run.components import DistillationLoss, DistillContext
+from onnx_run.components import DistillationLoss, DistillContext, Logs
 from onnx_run.precision import float32_region, to_float32
 
 
 class NoDistillation(DistillationLoss):
     """Task loss only: the baseline without a teacher."""
 
-    def __call__(self, ctx: DistillContext) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(self, ctx: DistillContext) -> tuple[torch.Tensor, Logs]:
         loss = ctx.task.loss(ctx.student_outputs, ctx.y)
-        return loss, {"task_loss": float(loss.detach())}
+        return loss, {"task_loss": loss.detach()}
 
 
 @attrs.define(kw_only=True)
@@ -53,14 +53,14 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 class KDLoss(DistillationLoss):
     needs_teacher = True
 
-    def __call__(self, ctx: DistillContext) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(self, ctx: DistillContext) -> tuple[torch.Tensor, Logs]:
         cfg: KDConfig = self.config
         task_loss = ctx.task.loss(ctx.student_outputs, ctx.y)
         assert ctx.teacher_outputs is not None
         soft = kd_loss(ctx.task.soft_targets(ctx.student_outputs),
                        ctx.task.soft_targets(ctx.teacher_outputs), cfg.temperature)
         loss = cfg.alpha * soft + (1 - cfg.alpha) * task_loss
-        return loss, {"task_loss": float(task_loss.detach()), "kd_loss": float(soft.detach())}
+        return loss, {"task_loss": task_loss.detach(), "kd_loss": soft.detach()}
 
 
 NTK_METHODS = ("exact", "jvp", "fd", "structured")
@@ -104,7 +104,7 @@ class NTKDLoss(DistillationLoss):
     #: the structured NTK pass also yields the outputs: the loop may skip its own forward
     computes_outputs = True
 
-    def __call__(self, ctx: DistillContext) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(self, ctx: DistillContext) -> tuple[torch.Tensor, Logs]:
         from onnx_run.ntk import empirical_ntk, kernel_discrepancy
 
         from onnx_run.ntk import empirical_ntk_with_outputs
@@ -136,4 +136,4 @@ class NTKDLoss(DistillationLoss):
         task_loss = ctx.task.loss(ctx.student_outputs, ctx.y)
         disc = kernel_discrepancy(k_student, k_teacher.to(k_student), kind=cfg.discrepancy)
         loss = cfg.alpha * task_loss + cfg.beta * disc
-        return loss, {"task_loss": float(task_loss.detach()), "ntk_loss": float(disc.detach())}
+        return loss, {"task_loss": task_loss.detach(), "ntk_loss": disc.detach()}

@@ -49,8 +49,10 @@ def _subset(ds, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def average_ntk(build: Callable[[int], HybridModel], x: torch.Tensor, *, reduce, inits: int, seed: int,
-                progress: bool = True, max_memory_gb: float = 2.0, directions: int = 256) -> torch.Tensor:
-    """Mean empirical NTK (float64) over ``inits`` random initialisations.
+                progress: bool = True, max_memory_gb: float = 2.0, directions: int = 256,
+                device: torch.device | str = "cpu") -> torch.Tensor:
+    """Mean empirical NTK (float64, on ``device``) over ``inits`` random initialisations; the
+    models are built on the CPU (seeded as everywhere else) and run on ``device``.
 
     Each init's kernel is exact when its per-sample gradient factors fit ``max_memory_gb``, else
     a seeded random-feature sketch with ``directions`` directions (dense tasks: a decoder's
@@ -60,11 +62,11 @@ def average_ntk(build: Callable[[int], HybridModel], x: torch.Tensor, *, reduce,
 
     total = None
     for i in tqdm(range(inits), desc="NTK over inits", disable=not progress, leave=False):
-        model = build(seed + i).eval()
+        model = build(seed + i).to(device).eval()
         backend = [n[len("backend."):] for n, p in model.named_parameters()
                    if n.startswith("backend.") and p.requires_grad]
         with torch.no_grad():
-            feats = model.frontend(x)  # random optics: a fixed random feature map, computed once
+            feats = model.frontend(x.to(device))  # random optics: a fixed random feature map, computed once
         k, _mode = bounded_kernel(model.backend, feats, reduce=reduce, params=backend, max_memory_gb=max_memory_gb,
                                   directions=directions, seed=seed + i)
         k = k.detach().to(torch.float64)
@@ -92,9 +94,10 @@ def estimate_sizes(cfg: RunConfig, task: Any, *, curve: bool = False, **given: i
 def estimate_design(cfg: RunConfig, *, inits: int | None = None, width_multiplier: int | None = None,
                     max_train: int | None = None, max_eval: int | None = None, curve: bool = False,
                     progress: bool = True, ridges=DEFAULT_RIDGES, splits: Any = None,
-                    max_memory_gb: float = 4.0) -> dict[str, Any]:
+                    max_memory_gb: float = 4.0, device: torch.device | str = "cpu") -> dict[str, Any]:
     """Layout and NTK-regression accuracy estimate of the configured optics + task; sizes as
-    :func:`estimate_sizes` resolves them (``curve``: a point of the pipeline's estimate curve)."""
+    :func:`estimate_sizes` resolves them (``curve``: a point of the pipeline's estimate curve).
+    The kernels are computed on ``device``; the ridge regression (n x n, n ~ 10^3) on the CPU."""
     from onnx_run.ntk import kernel_ridge_regression, select_ridge
 
     t0 = time.perf_counter()
@@ -124,7 +127,7 @@ def estimate_design(cfg: RunConfig, *, inits: int | None = None, width_multiplie
         return HybridModel(frontend, backend)
 
     k = average_ntk(build, x_all, reduce=task.ntk_reduce, inits=inits, seed=seed, progress=progress,
-                    max_memory_gb=max_memory_gb)
+                    max_memory_gb=max_memory_gb, device=device).cpu()
     k_tr = k[:ntr, :ntr]
     k_va = k[ntr:ntr + nva, :ntr]
     k_te = k[ntr + nva:, :ntr]

@@ -10,6 +10,7 @@ run directory stores the description (device.json) and the resulting frontend st
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import Any, Sequence
 
 import torch
@@ -44,7 +45,7 @@ class FabricatedFrontend(nn.Module):
         """Feature maps as a camera would record them (noise drawn once, from ``seed``)."""
         gen = torch.Generator(device="cpu").manual_seed(seed)
         self.eval()
-        dev = next(iter(self.frontend.buffers()), torch.empty(0)).device
+        dev = next(itertools.chain(self.frontend.parameters(), self.frontend.buffers()), torch.empty(0)).device
         outs = []
         for start in range(0, x.shape[0], batch_size):
             feats = self.frontend(x[start:start + batch_size].to(dev)).cpu()

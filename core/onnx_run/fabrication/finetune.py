@@ -85,7 +85,7 @@ def finetune_backend(*, task, splits, backend: torch.nn.Module, train_idx: torch
         from onnx_run.ntk.teacher_cache import bounded_cache
 
         cache = bounded_cache(teacher, data.train.tensors[0].to(device), reduce=task.ntk_reduce, progress=progress)
-        teacher_kernel = lambda xb, idx: cache.kernel(idx.to(device))  # noqa: E731
+        teacher_kernel = lambda xb, idx: cache.kernel(idx)  # noqa: E731  (idx on the CPU: checked there)
     # positions in the captured subset: train_model indexes train data and features alike
     return train_model(model, task, data, settings, run_dir, loss_fn=loss_fn, seed=seed, device=device,
                        teacher=teacher if loss_fn.needs_teacher else None, teacher_kernel=teacher_kernel,

@@ -216,16 +216,12 @@ class FactorSketch:
 
     def _draw(self, f: KernelFactors) -> None:
         r, g, o = self.directions, self.generator, f.outputs
-        self._feature_maps = [
-            torch.randn((t.shape[1] // o, r), generator=g, dtype=t.dtype, device=t.device) for t in f.features
-        ]
-        self._product_maps = [
-            (
-                torch.randn((p.d.shape[3], r), generator=g, dtype=p.d.dtype, device=p.d.device),
-                torch.randn((p.u.shape[2], r), generator=g, dtype=p.u.dtype, device=p.u.device),
-            )
-            for p in f.products
-        ]
+
+        def draw(rows: int, like: Tensor) -> Tensor:  # on the generator's device, then moved
+            return torch.randn((rows, r), generator=g, dtype=like.dtype, device=g.device).to(like.device)
+
+        self._feature_maps = [draw(t.shape[1] // o, t) for t in f.features]
+        self._product_maps = [(draw(p.d.shape[3], p.d), draw(p.u.shape[2], p.u)) for p in f.products]
 
     @float32_region()
     def __call__(self, f: KernelFactors) -> Tensor:
@@ -233,7 +229,8 @@ class FactorSketch:
             self._draw(f)
         assert self._feature_maps is not None and self._product_maps is not None
         n, o = (f.features[0].shape[0] if f.features else f.products[0].u.shape[0]), f.outputs
-        phi = torch.zeros((n, o, self.directions), dtype=(f.features or [f.products[0].u])[0].dtype)
+        like = (f.features or [f.products[0].u])[0]
+        phi = torch.zeros((n, o, self.directions), dtype=like.dtype, device=like.device)
         for t, s in zip(f.features, self._feature_maps):
             phi += t.reshape(n, o, -1) @ s
         for p, (s1, s2) in zip(f.products, self._product_maps):

@@ -145,8 +145,8 @@ class TeacherKernelCache:
     @torch.no_grad()
     def _build_features(self, x_all: Tensor, directions: int, seed: int) -> Tensor:
         params = self._params()
-        gen = torch.Generator(device=next(iter(params.values())).device).manual_seed(seed)
-        sketch = FactorSketch(directions, gen)
+        # a CPU generator: the same seed sketches the same kernel on any device
+        sketch = FactorSketch(directions, torch.Generator().manual_seed(seed))
         chunks = self._chunks()
         feats: Tensor | None = None
         bar = tqdm(total=len(chunks), desc="teacher NTK (features)", disable=not self.progress, leave=False)

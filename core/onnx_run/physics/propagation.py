@@ -192,7 +192,7 @@ def fourier_lens(field: torch.Tensor, grid: Grid, focal_length_m: float, *,
         scales.append(complex(grid.pitch_m**2 / (lam * focal_length_m) * math.cos(phase),
                               grid.pitch_m**2 / (lam * focal_length_m) * math.sin(phase)))
         grids.append(Grid((side, side), lam * abs(focal_length_m) / (side * grid.pitch_m), lam))
-    scale = torch.tensor(scales, dtype=spec.dtype, device=spec.device)
+    scale = torch.as_tensor(scales, dtype=spec.dtype, device=spec.device)
     scale = scale.reshape(grid.wavelength_shape((1, 1))) if grid.num_wavelengths > 1 else scale[0]
     return spec * scale, tuple(grids)
 

@@ -132,6 +132,32 @@ def _float32_kernel(teacher_kernel: Callable[[torch.Tensor, torch.Tensor], torch
     return kernel
 
 
+def step_loss(net: nn.Module, model: nn.Module, loss_fn: DistillationLoss, task: Task, *, x: torch.Tensor,
+              y: torch.Tensor, index: torch.Tensor, student_input: torch.Tensor, device: torch.device,
+              teacher: nn.Module | None = None,
+              teacher_kernel: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+              param_names: list[str] | None = None, precision: str = "fp32") -> tuple[torch.Tensor, Any]:
+    """One training step's objective: the forward passes (the digital parts under autocast) and
+    ``loss_fn``; ``net`` is ``model`` or its DDP wrapper. Returns (loss, logs); nothing here
+    waits for the device."""
+    # a loss that computes the outputs itself (ntkd's kernel pass) saves a forward; DDP needs
+    # its own forward to synchronise gradients
+    skip_forward = getattr(loss_fn, "computes_outputs", False) and dist.world_size() == 1
+    with autocast(device, precision):  # the digital parts; optics and NTKs stay float32
+        out = None if skip_forward else _float32_outputs(net(student_input))
+        t_out = None
+        if teacher is not None and loss_fn.needs_teacher:
+            with torch.no_grad():
+                t_out = _float32_outputs(teacher(x))
+        ctx = DistillContext(
+            x=x, y=y, index=index, student=model, student_outputs=out, task=task, teacher=teacher,
+            teacher_outputs=t_out,
+            teacher_kernel=(_float32_kernel(teacher_kernel, x, index) if teacher_kernel else None),
+            ntk_params=param_names, student_input=student_input,
+        )
+        return loss_fn(ctx)
+
+
 def _read_metrics(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -265,26 +291,13 @@ def train_model(
             sb = student_x[idx].to(device) if train_inputs is not None else xb
             if train_transform is not None:
                 sb = train_transform(sb)
-            # a loss that computes the outputs itself (ntkd's kernel pass) saves a forward; DDP
-            # needs its own forward to synchronise gradients
-            skip_forward = getattr(loss_fn, "computes_outputs", False) and dist.world_size() == 1
-            with autocast(device, precision):  # the digital parts; optics and NTKs stay float32
-                out = None if skip_forward else _float32_outputs(net(sb))
-                t_out = None
-                if teacher is not None and loss_fn.needs_teacher:
-                    with torch.no_grad():
-                        t_out = _float32_outputs(teacher(xb))
-                ctx = DistillContext(
-                    x=xb, y=yb, index=idx, student=model, student_outputs=out, task=task, teacher=teacher,
-                    teacher_outputs=t_out,
-                    teacher_kernel=(_float32_kernel(teacher_kernel, xb, idx) if teacher_kernel else None),
-                    ntk_params=param_names, student_input=sb,
-                )
-                loss, logs = loss_fn(ctx)
-            out = ctx.student_outputs
-            if not dist.all_finite(bool(torch.isfinite(loss.detach()))):
+            loss, logs = step_loss(net, model, loss_fn, task, x=xb, y=yb, index=idx, student_input=sb,
+                                   teacher=teacher, teacher_kernel=teacher_kernel, param_names=param_names,
+                                   device=device, precision=precision)
+            loss_value = float(loss.detach())  # the step's one wait for the device
+            if not dist.all_finite(math.isfinite(loss_value)):
                 raise TrainingDiverged(
-                    f"{desc}: loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1}; "
+                    f"{desc}: loss became {loss_value} at epoch {epoch + 1}, step {step + 1}; "
                     f"stopped, last good checkpoint kept in {last_path if last_path.exists() else run_dir}; "
                     f"lower train.lr / train.optics_lr"
                 )
@@ -296,12 +309,11 @@ def train_model(
             scaler.step(opt)  # fp16: skipped when a gradient is inf/NaN
             scaler.update()
             sched.step()
-            logs = {"loss": float(loss.detach()), **logs}
-            for k, val in logs.items():
-                sums[k] = sums.get(k, 0.0) + val
-            bar.set_postfix(loss=f"{logs['loss']:.4f}")
+            for k, val in {"loss": loss_value, **logs}.items():
+                sums[k] = sums.get(k, 0.0) + (val.detach() if isinstance(val, torch.Tensor) else val)
+            bar.set_postfix(loss=f"{loss_value:.4f}")
         bar.close()
-        sums = {k: dist.all_mean(x) for k, x in sums.items()}
+        sums = {k: dist.all_mean(float(x)) for k, x in sums.items()}
         val = evaluate(model, task, splits.val, device=device, transform=eval_transform, precision=precision)
         elapsed += time.perf_counter() - t0
         row = {"epoch": epoch, **{f"train_{k}": s / steps_per_epoch for k, s in sums.items()},

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+import weakref
 from typing import Any
 
 import attrs
@@ -101,6 +102,7 @@ class DiffractiveFrontend(OpticalFrontend):
         self.register_buffer("pose", torch.zeros(layers, len(POSE), dtype=torch.float64))
         #: strips of the staircase model of a tilted layer (set by the tilt error model)
         self.tilt_strips = 8
+        self._host_state: tuple[tuple, tuple[list[float], list[list[float]]]] | None = None
         self._build_fixed()
 
     # -- fixed matrices ------------------------------------------------------------------------
@@ -157,8 +159,8 @@ class DiffractiveFrontend(OpticalFrontend):
         """
         g = self.geometry
         phi = self.phases() + self.height_error_m * (2 * math.pi / g.height_2pi_m)
-        scale = torch.tensor([g.wavelength_m / lam for lam in g.wavelengths_m], dtype=phi.dtype,
-                             device=phi.device).view(1, -1, 1, 1)
+        scale = torch.as_tensor([g.wavelength_m / lam for lam in g.wavelengths_m], dtype=phi.dtype,
+                                device=phi.device).view(1, -1, 1, 1)
         phi_c = phi.unsqueeze(1) * scale
         amp = self.amplitudes()
         amp = torch.ones_like(phi_c) if amp is None else amp.unsqueeze(1).expand_as(phi_c)
@@ -180,8 +182,38 @@ class DiffractiveFrontend(OpticalFrontend):
         band-limited, validity-checked transfer function, zero padding after the data, crop."""
         return apply_transfer_function(field, self._transfer(distance_m, field.device))
 
+    def fabrication_state(self) -> tuple[list[float], list[list[float]]]:
+        """(gap errors in m, layer poses) as Python numbers: the forward pass builds transfer
+        functions and resampling indices from them. Read from the buffers once per change
+        (in-place edits, loads and moves make new keys), not once per forward: on a GPU each
+        read waits for the device."""
+        if not self._host_state_current():
+            self._host_state = (self._state_key(), (self.distance_error_m.tolist(), self.pose.tolist()))
+        assert self._host_state is not None
+        return self._host_state[1]
+
+    def _state_key(self) -> tuple:
+        d, p = self.distance_error_m, self.pose
+        return (weakref.ref(d), d._version, weakref.ref(p), p._version)
+
+    def _host_state_current(self) -> bool:
+        if self._host_state is None:
+            return False
+        d_ref, d_version, p_ref, p_version = self._host_state[0]
+        d, p = self.distance_error_m, self.pose  # the same tensors (identity), not edited since
+        return d_ref() is d and p_ref() is p and d._version == d_version and p._version == p_version
+
+    def _apply(self, fn, recurse=True):
+        # a move keeps the fabrication state read before it (a move to 'meta' drops the values)
+        state = self.fabrication_state() if self.pose.device.type != "meta" else None
+        out = super()._apply(fn, recurse)
+        if state is not None:
+            self._host_state = (self._state_key(), state)
+        return out
+
     def gaps_m(self) -> list[float]:
-        return [d + float(e) for d, e in zip(self.geometry.distances_m, self.distance_error_m)]
+        errors, _ = self.fabrication_state()
+        return [d + e for d, e in zip(self.geometry.distances_m, errors)]
 
     def input_field(self, x: torch.Tensor) -> torch.Tensor:
         """Complex field (B, C, Ns, Ns) just after the input mask: sqrt(intensity) resampled."""
@@ -195,10 +227,10 @@ class DiffractiveFrontend(OpticalFrontend):
     def layer_transmissions(self) -> torch.Tensor:
         """Transmissions on the simulation grid, (L, C, Ns, Ns), with layer poses applied."""
         t = self.transmissions()
+        _, poses = self.fabrication_state()
         out = []
         for l in range(t.shape[0]):
-            pose = self.pose[l]
-            if bool((pose[:3] != 0).any() or (pose[3:] != 0).any()):
+            if any(poses[l]):
                 out.append(self._warp(t[l], l))
             elif self.geometry.samples > 1:
                 s = self.geometry.samples
@@ -210,10 +242,11 @@ class DiffractiveFrontend(OpticalFrontend):
     def _warp_indices(self, l: int) -> torch.Tensor:
         """For each simulation cell, the neuron under each of its sub-samples (N*N: outside)."""
         g = self.geometry
-        key = ("warp", l, tuple(self.pose[l].tolist()))
+        pose = self.fabrication_state()[1][l]
+        key = ("warp", l, tuple(pose))
         if key in self._warp_cache:
             return self._warp_cache[key][0].to(self.pose.device)
-        dy, dx, rot, tx, ty = self.pose[l].tolist()
+        dy, dx, rot, tx, ty = pose
         ns, p, n = g.sim_size, g.sim_pitch_m, g.num_neurons
         s = WARP_SUBSAMPLES
         sub = (np.arange(s) + 0.5) / s - 0.5
@@ -242,7 +275,7 @@ class DiffractiveFrontend(OpticalFrontend):
 
     def _tilt_strips(self, l: int) -> tuple[torch.Tensor, list[float]] | None:
         """Masks (S, Ns, Ns) and axial offsets of the staircase model of a tilted layer."""
-        tx, ty = float(self.pose[l, 3]), float(self.pose[l, 4])
+        tx, ty = self.fabrication_state()[1][l][3:5]
         if tx == 0 and ty == 0:
             return None
         key = ("tilt", l, tx, ty, self.tilt_strips)

@@ -102,3 +102,25 @@ def test_core_phase_quantisation_rounds_every_layer(make_stack, images):
     on_level = torch.remainder(phases + step / 2, step) - step / 2
     assert float(on_level.abs().max()) < 1e-4 and step == math.pi / 2
     assert not torch.allclose(device(images), front(images), atol=1e-6)
+
+
+def test_the_fabrication_state_is_reread_whenever_it_changes(make_stack, images):
+    """The forward pass reads poses and gap errors on the host once per change (not per call):
+    in-place edits, loaded states, copies and moves must all be seen."""
+    front = make_stack(num_layers=2).eval()
+    with torch.no_grad():
+        design = front(images)
+        pitch = front.geometry.neuron_pitch_m
+        shifted = front.perturbed(pose=torch.tensor([[pitch, 0, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.float64))
+        expected = shifted(images)
+        assert not torch.allclose(expected, design)
+        state = {k: v.clone() for k, v in front.state_dict().items()}
+        front.pose[0, 0] = pitch  # an in-place edit after a forward pass
+        assert torch.allclose(front(images), expected)
+        front.distance_error_m[1] = 1e-3
+        moved_gap = front(images)
+        assert not torch.allclose(moved_gap, expected)
+        assert front.gaps_m()[1] == pytest.approx(front.geometry.distances_m[1] + 1e-3)
+        front.load_state_dict(state)  # back to the design
+        assert torch.allclose(front(images), design)
+        assert torch.allclose(shifted.to(torch.float64).to(torch.float32)(images), expected)  # a move keeps it

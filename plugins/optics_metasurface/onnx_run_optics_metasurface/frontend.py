@@ -230,8 +230,8 @@ class MetasurfaceFrontend(OpticalFrontend):
     def perturb_kernels(self, relative_sigma: float, generator: torch.Generator) -> OpticalFrontend:
         """A frozen copy whose PSF values are scaled by 1 + sigma N(0, 1) (kept >= 0)."""
         with torch.no_grad():
-            p = self.effective_psfs().detach().cpu()
-        noise = torch.randn(p.shape, generator=generator, dtype=p.dtype)
+            p = self.effective_psfs().detach()
+        noise = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)  # CPU-seeded: any device
         return FixedPSFFrontend(self.config, (p * (1 + relative_sigma * noise)).clamp_min(0))
 
     # -- initialisation and realisation ------------------------------------------------------
@@ -395,5 +395,6 @@ class FixedPSFFrontend(OpticalFrontend):
         return subtract_pairs(p, dim=0) if self.signed else p
 
     def perturb_kernels(self, relative_sigma: float, generator: torch.Generator) -> OpticalFrontend:
-        noise = torch.randn(self.fixed_psfs.shape, generator=generator, dtype=self.fixed_psfs.dtype)
-        return FixedPSFFrontend(self.config, (self.fixed_psfs.cpu() * (1 + relative_sigma * noise)).clamp_min(0))
+        p = self.fixed_psfs
+        noise = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
+        return FixedPSFFrontend(self.config, (p * (1 + relative_sigma * noise)).clamp_min(0))

@@ -78,7 +78,9 @@ class _DenseLookup(torch.autograd.Function):
     def forward(ctx, width_nm, table, slope, start_nm, step_nm):  # type: ignore[override]
         n = table.shape[-1]
         u = (width_nm - start_nm).mul_(1.0 / step_nm)
-        outside = bool(u.min() < 0) or bool(u.max() > n - 1)
+        # on the CPU, check whether any width left the table; elsewhere mask always (an element-wise
+        # pass is cheaper than waiting for the device to answer)
+        outside = u.device.type != "cpu" or bool(u.min() < 0) or bool(u.max() > n - 1)
         i0 = u.floor().clamp_(0, n - 2)
         dw = u.sub_(i0).clamp_(0, 1).mul_(step_nm)  # width above the segment start, nm (u reused)
         idx = i0.to(torch.int64)
