@@ -1,6 +1,10 @@
 """The whole pipeline through the CLI on tiny configurations: one run per optics plugin and
 one for segmentation (every stage: estimate, teacher, students, realise, fabricate,
-compensate, report), then a resume that finds everything done."""
+compensate, report), then a resume that finds everything done.
+
+The tests marked ``needs_cuda`` run the same on a GPU (agreement with the CPU, fp16/bf16,
+torchrun with nccl); where ``torch.cuda.is_available()`` is false they are reported as skipped
+with that reason. Device placement is checked on every machine by test_device_placement.py."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 TINY = ["--seeds", "1", "--distill", "none,ntkd", "--set", "train.epochs=1", "--set", "train.max_train=96",
         "--set", "teacher_train.epochs=1", "--set", "teacher_train.max_train=96", "--set", "finetune.epochs=1",
@@ -25,10 +30,10 @@ CASES = {
 }
 
 
-def _run(args, tmp_path):
+def _run(args, tmp_path, *, launcher=()):
     env = dict(os.environ, ONNX_RUN_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="2")
-    return subprocess.run([sys.executable, "-m", "onnx_run", *args], capture_output=True, text=True, env=env,
-                          timeout=900)
+    return subprocess.run([sys.executable, *launcher, "-m", "onnx_run", *args], capture_output=True, text=True,
+                          env=env, timeout=900)
 
 
 SLOW: set[str] = set()  # tiny enough for CI: every optics plugin and the segmentation task
@@ -72,3 +77,55 @@ def test_defaults_reach_sensible_accuracy(case, floor, tmp_path):
     assert results["teacher"][metric] > floor
     assert all(r[metric + "_mean"] > floor for r in results["simulation"]), results["simulation"]
     assert all(r[metric + "_mean"] > floor - 0.05 for r in results["after_fabrication"])
+
+
+# -- on a GPU --------------------------------------------------------------------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _results(out_dir):
+    return json.loads((next(out_dir.iterdir()) / "results.json").read_text())
+
+
+@needs_cuda
+@pytest.mark.parametrize("case", list(CASES))
+def test_whole_pipeline_on_cuda_agrees_with_the_cpu(case, tmp_path):
+    runs = {}
+    for device in ("cpu", "cuda"):
+        res = _run([*CASES[case], *TINY, "--device", device, "--out", str(tmp_path / device)], tmp_path / device)
+        assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+        runs[device] = _results(tmp_path / device)
+    cpu, gpu = runs["cpu"], runs["cuda"]
+    metric = "test_" + cpu["primary_metric"]
+    # the same seeds and float32 on both, other reduction orders: after one epoch the metrics
+    # agree to a few test images
+    assert abs(cpu["teacher"][metric] - gpu["teacher"][metric]) <= 0.05
+    for a, b in zip(cpu["simulation"], gpu["simulation"]):
+        assert a["method"] == b["method"] and abs(a[metric + "_mean"] - b[metric + "_mean"]) <= 0.05
+    assert cpu["estimate"]["estimate"] == pytest.approx(gpu["estimate"]["estimate"], abs=0.02)
+    state = torch.load(next((tmp_path / "cuda").rglob("best.pt")), map_location="cpu", weights_only=True)
+    assert all(t.device.type == "cpu" for t in state["model"].values())  # a GPU checkpoint loads on a CPU
+
+
+@needs_cuda
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_on_cuda(precision, tmp_path):
+    res = _run([*CASES["4f"], *TINY, "--device", "cuda", "--set", f"run.precision={precision}",
+                "--out", str(tmp_path / "runs")], tmp_path)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    results = _results(tmp_path / "runs")
+    metric = "test_" + results["primary_metric"]
+    assert all(r[metric + "_mean"] > 0.2 for r in results["simulation"])  # learning, not NaN
+
+
+@needs_cuda
+def test_torchrun_with_nccl(tmp_path):
+    """One process per GPU (as many as there are, at most 2) in nccl's process group."""
+    n = min(2, torch.cuda.device_count())
+    args = [*CASES["4f"], *TINY, "--device", "cuda", "--stages", "teacher,students", "--out", str(tmp_path / "runs")]
+    res = _run(args, tmp_path, launcher=("-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}"))
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    assert res.stdout.count("[2/2] students done") == 1  # rank 0 speaks for all
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert len(list((run_dir / "students").rglob("summary.json"))) == 2  # none and ntkd, written once

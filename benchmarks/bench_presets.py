@@ -1,0 +1,146 @@
+"""Training-step cost of each optics x task at the default and the paper's sizes, on a device.
+
+For each case it builds the student, the teacher and (for NTKD) the teacher's kernel cache the
+way the pipeline does (``--preset``, the task's suggestions, the embedded data at the preset's
+image size), then times full training steps (``step_loss``: forward passes, the loss, backward,
+optimiser step) for the distillation losses ``none``, ``kd`` and ``ntkd``. Printed, from one run:
+median step time (ms) of each loss, NTKD / none, steps per epoch of the paper's dataset
+(MNIST / CIFAR-10: 60k / 50k training images; Carvana: 5088) and the time that epoch would take
+(median step x steps), and the teacher-cache build time per 1000 images.
+
+Usage (CPU; on a GPU add ``--device cuda``, and ``--precision bf16`` to time autocast)::
+
+    .venv/bin/python benchmarks/bench_presets.py --cases 4f/classification,metasurface/segmentation \\
+        --presets default,paper --steps 5
+    .venv/bin/python benchmarks/bench_presets.py --cases 4f/classification --set task.dataset=shapes-rgb
+
+Steps are timed with the device synchronised before and after each one (CUDA: the wait for the
+queue to drain is part of the step, as in training, where the loss is read every step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+
+from onnx_run.components import HybridModel
+from onnx_run.config import load_config
+from onnx_run.ntk.teacher_cache import bounded_cache
+from onnx_run.precision import check_precision
+from onnx_run.train.loop import make_optimizer, resolve_device, step_loss
+from onnx_run.train.teacher import build_teacher, teacher_spec
+
+#: training images of the paper's datasets (steps per epoch = these / batch size)
+PAPER_TRAIN_IMAGES = {"classification": 60000, "classification-rgb": 50000, "segmentation": 5088}
+ALL_CASES = ("4f/classification", "metasurface/classification", "diffractive/classification",
+             "4f/segmentation", "metasurface/segmentation")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def build_case(optics: str, task: str, preset: str, method: str, sets: tuple[str, ...] = ()):
+    overrides = ([] if preset == "default" else [f"run.preset={preset}"]) + list(sets)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = load_config(None, [*overrides, "run.device=cpu"], {"optics": optics, "task": task, "distill": method})
+        torch.manual_seed(0)
+        frontend = cfg.optics.build()
+    tk = cfg.task.build()
+    splits = tk.datasets(image_size=tuple(frontend.input_size), channels=frontend.in_channels, seed=0)
+    nout = tk.num_outputs(splits)
+    student = HybridModel(frontend, tk.build_backend(frontend.feature_shape(), nout))
+    teacher = build_teacher(cfg, teacher_spec(tk, splits), 0)
+    return cfg, tk, splits, student, teacher
+
+
+def time_case(optics: str, task: str, preset: str, device: torch.device, precision: str, steps: int,
+              cache_images: int, sets: tuple[str, ...] = ()) -> dict:
+    row: dict = {"case": f"{optics}/{task}", "preset": preset}
+    for method in ("none", "kd", "ntkd"):
+        cfg, tk, splits, student, teacher = build_case(optics, task, preset, method, sets)
+        loss_fn = cfg.methods["distill"][method].build()
+        batch = cfg.train.batch_size
+        student.to(device)
+        teacher.to(device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        x_all, y_all = splits.train.tensors
+        n = min(len(x_all), max(cache_images, batch))
+        kernel = None
+        if loss_fn.needs_teacher_kernel:
+            _sync(device)
+            t0 = time.perf_counter()
+            cache = bounded_cache(teacher, x_all[:n].to(device), reduce=tk.ntk_reduce)
+            _sync(device)
+            row["cache_s_per_1000"] = (time.perf_counter() - t0) * 1000 / n
+            row["cache_mode"] = cache.mode
+            kernel = lambda xb, idx, c=cache: c.kernel(idx)  # noqa: E731
+        opt = make_optimizer(student, cfg.train, None)
+        times = []
+        for step in range(steps + 1):  # the first step warms up (allocations, cuDNN/cuFFT plans)
+            idx = torch.arange(step * batch, (step + 1) * batch) % n
+            xb, yb = x_all[idx].to(device), y_all[idx].to(device)
+            _sync(device)
+            t0 = time.perf_counter()
+            loss, _ = step_loss(student, student, loss_fn, tk, x=xb, y=yb, index=idx, student_input=xb,
+                                device=device, teacher=teacher if loss_fn.needs_teacher else None,
+                                teacher_kernel=kernel, precision=precision)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            float(loss.detach())
+            _sync(device)
+            if step:
+                times.append(time.perf_counter() - t0)
+        row[method] = statistics.median(times) * 1000
+        row["batch"] = batch
+        rgb = student.frontend.in_channels == 3
+        key = "classification-rgb" if task == "classification" and rgb else task
+        row["epoch_steps"] = -(-PAPER_TRAIN_IMAGES[key] // batch)
+        row["params_M"] = sum(p.numel() for p in student.parameters()) / 1e6
+        row["teacher_M"] = sum(p.numel() for p in teacher.parameters()) / 1e6
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", default=",".join(ALL_CASES), help="optics/task pairs, comma-separated")
+    ap.add_argument("--presets", default="default,paper")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    ap.add_argument("--precision", default="fp32", help="fp32, bf16 or fp16 (CUDA)")
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per loss (after one warm-up step)")
+    ap.add_argument("--cache-images", type=int, default=512, help="images in the timed teacher kernel cache")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for every case, e.g. task.dataset=shapes-rgb")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    check_precision(args.precision, device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {name}; precision {args.precision}; median of {args.steps} steps (ms)"
+          + (f"; --set {' '.join(args.sets)}" if args.sets else ""))
+    print("| case | preset | batch | student / teacher (M params) | none | kd | ntkd | ntkd / none "
+          "| steps per paper epoch | ntkd epoch (min) | teacher NTK cache (s / 1000 images) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for case in [c.strip() for c in args.cases.split(",") if c.strip()]:
+        optics, task = case.split("/")
+        for preset in [p.strip() for p in args.presets.split(",") if p.strip()]:
+            r = time_case(optics, task, preset, device, args.precision, args.steps, args.cache_images,
+                          tuple(args.sets))
+            print(f"| {r['case']} | {preset} | {r['batch']} | {r['params_M']:.2f} / {r['teacher_M']:.2f} "
+                  f"| {r['none']:.1f} | {r['kd']:.1f} | {r['ntkd']:.1f} | {r['ntkd'] / r['none']:.2f} "
+                  f"| {r['epoch_steps']} | {r['ntkd'] * r['epoch_steps'] / 60000:.1f} "
+                  f"| {r.get('cache_s_per_1000', float('nan')):.2f} ({r.get('cache_mode', '-')}) |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
