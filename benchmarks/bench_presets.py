@@ -24,12 +24,13 @@ import argparse
 import statistics
 import time
 import warnings
+from pathlib import Path
 
 import torch
 
-from onnx_run.components import HybridModel
 from onnx_run.config import load_config
 from onnx_run.ntk.teacher_cache import bounded_cache
+from onnx_run.pipeline import Pipeline
 from onnx_run.precision import check_precision
 from onnx_run.train.loop import make_optimizer, resolve_device, step_loss
 from onnx_run.train.teacher import build_teacher, teacher_spec
@@ -46,18 +47,14 @@ def _sync(device: torch.device) -> None:
 
 
 def build_case(optics: str, task: str, preset: str, method: str, sets: tuple[str, ...] = ()):
+    """(config, task, data, student, teacher) built as the pipeline builds them (on the CPU)."""
     overrides = ([] if preset == "default" else [f"run.preset={preset}"]) + list(sets)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cfg = load_config(None, [*overrides, "run.device=cpu"], {"optics": optics, "task": task, "distill": method})
-        torch.manual_seed(0)
-        frontend = cfg.optics.build()
-    tk = cfg.task.build()
-    splits = tk.datasets(image_size=tuple(frontend.input_size), channels=frontend.in_channels, seed=0)
-    nout = tk.num_outputs(splits)
-    student = HybridModel(frontend, tk.build_backend(frontend.feature_shape(), nout))
-    teacher = build_teacher(cfg, teacher_spec(tk, splits), 0)
-    return cfg, tk, splits, student, teacher
+        pipe = Pipeline(cfg, Path("unused"))  # nothing is written before prepare()
+        student = pipe.build_student(0)
+    return cfg, pipe.task, pipe.splits, student, build_teacher(cfg, teacher_spec(pipe.task, pipe.splits), 0)
 
 
 def time_case(optics: str, task: str, preset: str, device: torch.device, precision: str, steps: int,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ from onnx_run.components import HybridModel
 from onnx_run.config import load_config
 from onnx_run.fabrication.device import build_error_models, fabricate
 from onnx_run.ntk.teacher_cache import bounded_cache
+from onnx_run.pipeline import Pipeline
 from onnx_run.train.loop import make_optimizer, step_loss
 from onnx_run.train.teacher import build_teacher, teacher_spec
 
@@ -36,17 +38,13 @@ SMALL = {
 
 
 def _setup(optics: str, task: str, method: str, extra: tuple[str, ...] = ()):
+    """(config, task, data, student, teacher) built as the pipeline builds them."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # small optics: aliasing warnings are beside the point here
         cfg = load_config(None, [*SMALL[optics], *extra], {"optics": optics, "task": task, "distill": method})
-        torch.manual_seed(0)
-        frontend = cfg.optics.build()
-    tk = cfg.task.build()
-    splits = tk.datasets(image_size=tuple(frontend.input_size), channels=frontend.in_channels, seed=0)
-    nout = tk.num_outputs(splits)
-    student = HybridModel(frontend, tk.build_backend(frontend.feature_shape(), nout))
-    teacher = build_teacher(cfg, teacher_spec(tk, splits), 0)
-    return cfg, tk, splits, student, teacher
+        pipe = Pipeline(cfg, Path("unused"))  # nothing is written before prepare()
+        student = pipe.build_student(0)
+    return cfg, pipe.task, pipe.splits, student, build_teacher(cfg, teacher_spec(pipe.task, pipe.splits), 0)
 
 
 def _on_meta(module: torch.nn.Module) -> torch.nn.Module:

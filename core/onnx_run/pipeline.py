@@ -225,7 +225,7 @@ class Pipeline:
         out = self.realised_dir(seed, method)
         if (out / "frontend.pt").exists():
             return model, model.frontend.load_realised(load_checkpoint(out / "frontend.pt")["model"])
-        realised, report = model.frontend.realise(progress=self.progress)
+        realised, report = model.frontend.to(self.device).realise(progress=self.progress)  # on run.device
         out.mkdir(parents=True, exist_ok=True)
         files = realised.export(out / "export")
         write_json(out / "report.json", {**report, "files": [str(f) for f in files]})

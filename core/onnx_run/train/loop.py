@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from onnx_run.components import DistillationLoss, DistillContext, Task
+from onnx_run.components import DistillationLoss, DistillContext, Logs, Task
 from onnx_run.config import TrainSettings
 from onnx_run.errors import UserError
 from onnx_run.precision import autocast, check_precision, float32_region, make_grad_scaler, to_float32
@@ -136,7 +136,7 @@ def step_loss(net: nn.Module, model: nn.Module, loss_fn: DistillationLoss, task:
               y: torch.Tensor, index: torch.Tensor, student_input: torch.Tensor, device: torch.device,
               teacher: nn.Module | None = None,
               teacher_kernel: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-              param_names: list[str] | None = None, precision: str = "fp32") -> tuple[torch.Tensor, Any]:
+              param_names: list[str] | None = None, precision: str = "fp32") -> tuple[torch.Tensor, Logs]:
     """One training step's objective: the forward passes (the digital parts under autocast) and
     ``loss_fn``; ``net`` is ``model`` or its DDP wrapper. Returns (loss, logs); nothing here
     waits for the device."""
@@ -156,6 +156,14 @@ def step_loss(net: nn.Module, model: nn.Module, loss_fn: DistillationLoss, task:
             ntk_params=param_names, student_input=student_input,
         )
         return loss_fn(ctx)
+
+
+#: a training set up to this size is moved to the accelerator once, before the first epoch
+DATA_ON_GPU_MAX_BYTES = 2 * 2**30
+
+
+def _nbytes(*tensors: torch.Tensor) -> int:
+    return sum(t.numel() * t.element_size() for t in {id(t): t for t in tensors}.values())
 
 
 def _read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -223,6 +231,9 @@ def train_model(
 
     x_all, y_all = splits.train.tensors[0], splits.train.tensors[1]
     student_x = train_inputs if train_inputs is not None else x_all
+    if device.type != "cpu" and _nbytes(x_all, y_all, student_x) <= DATA_ON_GPU_MAX_BYTES:
+        # the training set once on the GPU (MNIST: 0.2 GB, CIFAR-10: 0.6 GB), not a copy per step
+        x_all, y_all, student_x = x_all.to(device), y_all.to(device), student_x.to(device)
     n = x_all.shape[0]
     if settings.max_train and settings.max_train < n:
         keep = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: settings.max_train]

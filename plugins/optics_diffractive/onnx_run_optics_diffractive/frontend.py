@@ -243,9 +243,9 @@ class DiffractiveFrontend(OpticalFrontend):
         """For each simulation cell, the neuron under each of its sub-samples (N*N: outside)."""
         g = self.geometry
         pose = self.fabrication_state()[1][l]
-        key = ("warp", l, tuple(pose))
+        key = ("warp", l, tuple(pose), self.pose.device)  # per device: no copy to it per forward
         if key in self._warp_cache:
-            return self._warp_cache[key][0].to(self.pose.device)
+            return self._warp_cache[key][0]
         dy, dx, rot, tx, ty = pose
         ns, p, n = g.sim_size, g.sim_pitch_m, g.num_neurons
         s = WARP_SUBSAMPLES
@@ -262,9 +262,9 @@ class DiffractiveFrontend(OpticalFrontend):
         ix = np.floor(w / g.neuron_pitch_m + n / 2).astype(np.int64)
         inside = (iy >= 0) & (iy < n) & (ix >= 0) & (ix < n)
         idx = np.where(inside, iy * n + ix, n * n)
-        idx = torch.as_tensor(idx.transpose(0, 2, 1, 3).reshape(ns, ns, s * s))
+        idx = torch.as_tensor(idx.transpose(0, 2, 1, 3).reshape(ns, ns, s * s)).to(self.pose.device)
         self._warp_cache[key] = (idx,)
-        return idx.to(self.pose.device)
+        return idx
 
     def _warp(self, t: torch.Tensor, l: int) -> torch.Tensor:
         """Transmission (C, N, N) of a displaced / rotated / foreshortened layer on the sim grid:
@@ -278,7 +278,7 @@ class DiffractiveFrontend(OpticalFrontend):
         tx, ty = self.fabrication_state()[1][l][3:5]
         if tx == 0 and ty == 0:
             return None
-        key = ("tilt", l, tx, ty, self.tilt_strips)
+        key = ("tilt", l, tx, ty, self.tilt_strips, self.pose.device)
         if key not in self._warp_cache:
             g = self.geometry
             c = (np.arange(g.sim_size) - (g.sim_size - 1) / 2) * g.sim_pitch_m
@@ -291,9 +291,9 @@ class DiffractiveFrontend(OpticalFrontend):
                 if m.any():
                     masks.append(m)
                     offsets.append(float(dz[m].mean()))
-            self._warp_cache[key] = (torch.as_tensor(np.stack(masks)), offsets)
+            self._warp_cache[key] = (torch.as_tensor(np.stack(masks)).to(self.pose.device), offsets)
         masks, offsets = self._warp_cache[key]
-        return masks.to(self.pose.device), offsets
+        return masks, offsets
 
     def apply_layer(self, field: torch.Tensor, t: torch.Tensor, l: int) -> torch.Tensor:
         """Field just after layer ``l``. A tilted layer is a staircase of S strips, strip s

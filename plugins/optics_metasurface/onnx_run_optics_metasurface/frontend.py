@@ -266,8 +266,9 @@ class MetasurfaceFrontend(OpticalFrontend):
             return copy.deepcopy(self), {"exact": True, "mode": "physical"}
         t0 = time.perf_counter()
         with torch.no_grad():
-            target = self.psfs().detach().cpu().float()
-        phys = MetasurfaceFrontend(attrs.evolve(self.config, mode="physical"), init_widths=False)
+            target = self.psfs().detach().float()
+        # designed where this frontend lives (a GPU run realises on the GPU)
+        phys = MetasurfaceFrontend(attrs.evolve(self.config, mode="physical"), init_widths=False).to(target.device)
         report = phys.design(target, progress=progress)
         report["seconds"] = round(time.perf_counter() - t0, 2)
         return phys, report
@@ -280,15 +281,16 @@ class MetasurfaceFrontend(OpticalFrontend):
         self._require_physical("design")
         c = self.config
         iters = c.realise_iterations if iterations is None else iterations
-        gen = generator or torch.Generator().manual_seed(0)
-        target = target.detach().to(torch.float32).cpu()
+        gen = generator or torch.Generator().manual_seed(0)  # a CPU generator: the same start anywhere
+        device = self.width_logits.device
+        target = target.detach().to(device=device, dtype=torch.float32)
         geom = self.geometry()
         ch = self._design_channel()
         if c.realise_init == "gs":
-            phase = gerchberg_saxton(target[:, ch], geom, ch, iterations=c.gs_iterations, generator=gen).numpy()
+            phase = gerchberg_saxton(target[:, ch], geom, ch, iterations=c.gs_iterations, generator=gen).cpu().numpy()
         else:
             phase = np.broadcast_to(lens_phase(geom, ch), (self.num_tiles, c.pillars, c.pillars))
-        widths = self._widths_from_phase(phase).requires_grad_(True)
+        widths = self._widths_from_phase(phase).to(device).requires_grad_(True)  # the library lookup is numpy
         with torch.no_grad():
             err0 = normalised_error(self.psfs_from_widths(widths), target)
         # Adam is invariant to the gradient's scale but not to the parameter's: the paper's lr is
