@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-ARGS = ["--optics", "4f", "--task", "classification", "--distill", "none", "--stages", "students",
+ARGS = ["--optics", "4f", "--task", "classification", "--stages", "students",
         "--set", "train.epochs=2", "--set", "train.max_train=256", "--set", "train.batch_size=64",
         "--set", "run.progress=false", "--set", "train.optimizer=sgd"]
 # SGD, not the default Adam: Adam divides by the gradient's running RMS, so a weight whose gradient
@@ -24,20 +24,31 @@ def _env():
     return env
 
 
-def test_two_process_ddp_matches_single_process(tmp_path):
+#: the NTKD cases: the whole batch's kernel from gathered factors must equal one process's,
+#: also when the kernel is taken on the first samples only (max_samples: 40 of each 64)
+NTKD = ["--set", "teacher_train.epochs=1", "--set", "teacher_train.max_train=256"]
+CASES = {"none": ["--distill", "none"], "ntkd": ["--distill", "ntkd", *NTKD],
+         "ntkd-subset": ["--distill", "ntkd", *NTKD, "--set", "distill.ntkd.max_samples=40"]}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_two_process_ddp_matches_single_process(case, tmp_path):
     from onnx_run.plugins import registry
 
     if "4f" not in registry()["optics"]:
         pytest.fail("the onnx-run-optics-4f plugin is not installed: pip install -r requirements.txt")
-    single = subprocess.run([sys.executable, "-m", "onnx_run", *ARGS, "--out", str(tmp_path / "one")],
-                            capture_output=True, text=True, env=_env(), timeout=600)
+    args = [*ARGS, *CASES[case], "--set", f"run.name={case}"]
+    env = dict(_env(), ONNX_RUN_CACHE=str(tmp_path / "cache"))  # the same teacher for both runs
+    single = subprocess.run([sys.executable, "-m", "onnx_run", *args, "--out", str(tmp_path / "one")],
+                            capture_output=True, text=True, env=env, timeout=600)
     assert single.returncode == 0, single.stderr[-2000:]
     multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                            "-m", "onnx_run", *ARGS, "--out", str(tmp_path / "two")],
-                           capture_output=True, text=True, env=_env(), timeout=600)
+                            "-m", "onnx_run", *args, "--out", str(tmp_path / "two")],
+                           capture_output=True, text=True, env=env, timeout=600)
     assert multi.returncode == 0, multi.stderr[-3000:]
-    a = tmp_path / "one" / "4f-classification-digits" / "students" / "none" / "seed0"
-    b = tmp_path / "two" / "4f-classification-digits" / "students" / "none" / "seed0"
+    method = CASES[case][1]
+    a = tmp_path / "one" / case / "students" / method / "seed0"
+    b = tmp_path / "two" / case / "students" / method / "seed0"
     sa, sb = json.loads((a / "summary.json").read_text()), json.loads((b / "summary.json").read_text())
     assert abs(sa["test_accuracy"] - sb["test_accuracy"]) <= 0.02
     # checkpoints written once, by rank 0, and the same weights up to reduction order
@@ -46,4 +57,28 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     for k in wa:
         assert torch.allclose(wa[k], wb[k], rtol=1e-5, atol=1e-6), k
     assert len((b / "metrics.jsonl").read_text().splitlines()) == 2
-    assert multi.stdout.count("[1/1] students done") == 1  # rank 0 speaks for all
+    assert multi.stdout.count("students done") == 1  # rank 0 speaks for all
+    if method == "ntkd":  # the NTK term itself, per epoch, as logged (mean over ranks of the same value)
+        la = [json.loads(r)["train_ntk_loss"] for r in (a / "metrics.jsonl").read_text().splitlines()]
+        lb = [json.loads(r)["train_ntk_loss"] for r in (b / "metrics.jsonl").read_text().splitlines()]
+        assert la == pytest.approx(lb, rel=1e-5, abs=1e-7)
+
+
+def test_the_whole_pipeline_under_torchrun_and_its_resume(tmp_path):
+    """The issue's launch: every stage under torchrun (estimate, realise, fabricate, compensate
+    and report on rank 0 alone, the others waiting), then --resume under torchrun."""
+    tiny = ["--optics", "4f", "--task", "classification", "--seeds", "1", "--distill", "none,ntkd",
+            *[a for kv in ("train.epochs=1", "train.max_train=96", "teacher_train.epochs=1", "teacher_train.max_train=96",
+                           "finetune.epochs=1", "run.progress=false", "estimate.inits=1", "estimate.max_train=60",
+                           "estimate.max_eval=30") for a in ("--set", kv)]]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "onnx_run"]
+    res = subprocess.run([*launch, *tiny, "--out", str(tmp_path / "runs")], capture_output=True, text=True,
+                         env=_env(), timeout=600)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    assert res.stdout.count("[7/7] report done") == 1
+    run_dir = next((tmp_path / "runs").iterdir())
+    results = json.loads((run_dir / "results.json").read_text())
+    assert [r["method"] for r in results["after_fabrication"]] == ["none", "e2e", "ntkd"]
+    again = subprocess.run([*launch, "--resume", str(run_dir)], capture_output=True, text=True, env=_env(), timeout=600)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert json.loads((run_dir / "results.json").read_text())["simulation"] == results["simulation"]

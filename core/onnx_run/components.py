@@ -208,13 +208,29 @@ class HybridModel(nn.Module):
 
 
 @attrs.define
+class GlobalBatch:
+    """Under torchrun, the whole batch that this process holds a share of.
+
+    ``rows(t)``: every process's rows of a per-sample tensor ``t`` (rows = this process's
+    samples), in the global batch's order, differentiable (each process's rows get the
+    gradients the same loss sends them on every process; DDP's average makes that the gradient
+    of the loss on the whole batch). ``teacher_kernel()``: the teacher NTK of the whole batch,
+    in the same order.
+    """
+
+    rows: Callable[[torch.Tensor], torch.Tensor]
+    teacher_kernel: Callable[[], torch.Tensor] | None = None
+
+
+@attrs.define
 class DistillContext:
     """Everything a distillation loss may need for one batch.
 
     ``teacher_outputs`` are computed without graph; ``teacher_kernel`` (if the loss asked for
     it through ``needs_teacher_kernel``) is the frozen teacher's NTK on this batch.
     ``ntk_params`` names the student parameters the NTK is taken over (all trainable ones in
-    training; the backend's only when fine-tuning after fabrication).
+    training; the backend's only when fine-tuning after fabrication). ``global_batch`` is set
+    under torchrun with several processes (None otherwise): ``x`` is then this process's share.
     """
 
     x: torch.Tensor
@@ -228,6 +244,7 @@ class DistillContext:
     teacher_kernel: Callable[[], torch.Tensor] | None = None
     ntk_params: list[str] | None = None
     student_input: torch.Tensor | None = None  # what the student is fed if not x (captures)
+    global_batch: GlobalBatch | None = None
 
 
 #: what a loss logs per step: floats or 0-dim tensors (tensors stay on the device until the

@@ -372,7 +372,7 @@ class Pipeline:
 
     def run(self, stages: tuple[str, ...] = STAGES, echo=print) -> dict[str, Any]:
         """Run the stages in order, one status line per stage (inner progress bars below it)."""
-        from onnx_run.train.distributed import barrier, is_main, world_size
+        from onnx_run.train.distributed import barrier, is_main, solo, world_size
 
         self.prepare()
         main = is_main()
@@ -382,8 +382,11 @@ class Pipeline:
         for i, stage in enumerate(stages, 1):
             t0 = time.perf_counter()
             say(f"[{i}/{len(stages)}] {stage} ...")
-            if stage in PARALLEL_STAGES or world_size() == 1 or main:
+            if stage in PARALLEL_STAGES or world_size() == 1:
                 out[stage] = getattr(self, f"stage_{stage}")()
+            elif main:
+                with solo():  # rank 0 alone: its trainings (fine-tuning) must not wait for the others
+                    out[stage] = getattr(self, f"stage_{stage}")()
             barrier()  # ranks other than 0 wait while rank 0 runs a serial stage
             timings[stage] = round(time.perf_counter() - t0, 2)
             note = _stage_note(stage, out.get(stage), self.task.primary_metric)

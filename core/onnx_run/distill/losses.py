@@ -112,11 +112,13 @@ class NTKDLoss(DistillationLoss):
         cfg: NTKDConfig = self.config
         assert ctx.teacher_kernel is not None
         x = ctx.student_input if ctx.student_input is not None else ctx.x
-        with float32_region():  # under run.precision bf16/fp16 too: both kernels are float32
-            k_teacher = ctx.teacher_kernel()
         names = ctx.ntk_params
         if names is None and cfg.params == "backend" and hasattr(ctx.student, "backend_parameter_names"):
             names = ctx.student.backend_parameter_names()
+        if ctx.global_batch is not None and cfg.estimator in ("structured", "exact"):
+            return self._on_global_batch(ctx, x, names)
+        with float32_region():  # under run.precision bf16/fp16 too: both kernels are float32
+            k_teacher = ctx.teacher_kernel()
         subset = bool(cfg.max_samples) and x.shape[0] > cfg.max_samples
         if subset:
             k_teacher = k_teacher[: cfg.max_samples, : cfg.max_samples]
@@ -133,6 +135,33 @@ class NTKDLoss(DistillationLoss):
                 ctx.student, xs, params=names, reduce=ctx.task.ntk_reduce,
                 method=cfg.estimator, directions=cfg.directions, eps=cfg.eps, create_graph=True,
             )
+        task_loss = ctx.task.loss(ctx.student_outputs, ctx.y)
+        disc = kernel_discrepancy(k_student, k_teacher.to(k_student), kind=cfg.discrepancy)
+        loss = cfg.alpha * task_loss + cfg.beta * disc
+        return loss, {"task_loss": task_loss.detach(), "ntk_loss": disc.detach()}
+
+    def _on_global_batch(self, ctx: DistillContext, x: torch.Tensor, names) -> tuple[torch.Tensor, Logs]:
+        """Under torchrun: each process computes the kernel factors of its own samples, the
+        factors of all processes are gathered (differentiably) into the whole batch's, and every
+        process computes the same n x n kernel and discrepancy as one process would; DDP's
+        average of the gradients is then that of the single-process loss (tested)."""
+        from onnx_run.ntk import kernel_discrepancy
+        from onnx_run.ntk.kernels import cross_kernel, ntk_factors
+
+        cfg: NTKDConfig = self.config
+        gb = ctx.global_batch
+        assert gb is not None and gb.teacher_kernel is not None
+        with float32_region():
+            k_teacher = gb.teacher_kernel()
+        fac = ntk_factors(ctx.student, x, params=names, reduce=ctx.task.ntk_reduce, method=cfg.estimator,
+                          create_graph=True)
+        if ctx.student_outputs is None:
+            ctx.student_outputs = fac.model_output
+        whole = fac.map_rows(gb.rows)
+        if cfg.max_samples and k_teacher.shape[0] > cfg.max_samples:  # the first samples, as in one process
+            whole = whole.select(slice(0, cfg.max_samples))
+            k_teacher = k_teacher[: cfg.max_samples, : cfg.max_samples]
+        k_student = cross_kernel(whole, whole)
         task_loss = ctx.task.loss(ctx.student_outputs, ctx.y)
         disc = kernel_discrepancy(k_student, k_teacher.to(k_student), kind=cfg.discrepancy)
         loss = cfg.alpha * task_loss + cfg.beta * disc

@@ -154,6 +154,11 @@ class KernelFactors:
     outputs: int = 0  # O; every feature block is laid out (n, O, d) output-major
     model_output: Tensor | None = None  # model(x) from the same forward pass (not chunked)
 
+    def map_rows(self, fn: Callable[[Tensor], Tensor]) -> KernelFactors:
+        """The same factors with ``fn`` applied to every per-sample tensor (rows = samples)."""
+        return KernelFactors([fn(f) for f in self.features], [_ProductBlock(fn(p.u), fn(p.d)) for p in self.products],
+                             self.outputs)
+
     def select(self, idx: Tensor | slice) -> KernelFactors:
         return KernelFactors(
             [f[idx] for f in self.features], [_ProductBlock(p.u[idx], p.d[idx]) for p in self.products], self.outputs
@@ -629,8 +634,26 @@ def empirical_ntk_with_outputs(
     ``create_graph=True`` both are differentiable w.r.t. the parameters. Exact methods only
     ("structured", "exact"); other arguments as in empirical_ntk.
     """
+    fac = ntk_factors(model, x, params=params, reduce=reduce, method=method, create_graph=create_graph)
+    assert fac.model_output is not None
+    return cross_kernel(fac, fac), fac.model_output
+
+
+def ntk_factors(
+    model: nn.Module,
+    x: Tensor,
+    *,
+    params: Sequence[str] | None = None,
+    reduce: Reduce | None = None,
+    method: str = "structured",
+    create_graph: bool = False,
+) -> KernelFactors:
+    """Per-sample factors of the trace NTK of a batch, with model(x) in ``model_output``:
+    ``cross_kernel(f, f)`` is the kernel. Factors of different batches (or of several
+    processes' batches, gathered) combine into the kernel of their union. Exact methods only
+    ("structured", "exact"); other arguments as in empirical_ntk."""
     if method not in ("structured", "exact"):
-        raise ValueError(f"empirical_ntk_with_outputs needs an exact method ('structured' or 'exact'), got {method!r}")
+        raise ValueError(f"kernel factors need an exact method ('structured' or 'exact'), got {method!r}")
     x = to_float32(x)
     if x.dim() < 1 or x.shape[0] == 0:
         raise ValueError(f"x must be a non-empty batch (B, ...), got shape {tuple(x.shape)}")
@@ -639,9 +662,7 @@ def empirical_ntk_with_outputs(
     if not create_graph:
         chosen = {k: v.detach() for k, v in chosen.items()}
     with torch.enable_grad() if create_graph else torch.no_grad():
-        fac = kernel_factors(model, x, chosen, reduce, structured=method == "structured")
-        assert fac.model_output is not None
-        return cross_kernel(fac, fac), fac.model_output
+        return kernel_factors(model, x, chosen, reduce, structured=method == "structured")
 
 
 @float32_region()

@@ -11,19 +11,38 @@ the same checkpoints on resume.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 
+_solo = False  # inside solo(): this process works alone (a stage that runs on rank 0 only)
+
+
 def world_size() -> int:
+    if _solo:
+        return 1
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+@contextlib.contextmanager
+def solo() -> Iterator[None]:
+    """Work as a single process inside the block: no DDP, no barriers, no collectives (the
+    stages that run on rank 0 while the other ranks wait at a barrier outside it)."""
+    global _solo
+    before, _solo = _solo, True
+    try:
+        yield
+    finally:
+        _solo = before
 
 
 def is_main() -> bool:
@@ -70,6 +89,44 @@ def local_slice(idx: torch.Tensor) -> torch.Tensor:
     return idx if w == 1 else idx[rank()::w]
 
 
+def _slice_sizes(total: int) -> list[int]:
+    """Rows of each rank's share of a global batch of ``total`` (local_slice's round robin)."""
+    w = world_size()
+    return [len(range(r, total, w)) for r in range(w)]
+
+
+class _GatherRows(torch.autograd.Function):
+    """Every rank's rows in the global batch order (the inverse of local_slice), differentiable:
+    each rank's rows get the sum over ranks of the gradients flowing into them (all_reduce, so
+    any backend works), which DDP's average over ranks turns back into the gradient of one loss
+    computed on the whole batch."""
+
+    @staticmethod
+    def forward(ctx, local: torch.Tensor, total: int) -> torch.Tensor:  # type: ignore[override]
+        sizes = _slice_sizes(total)
+        ctx.sizes, ctx.rank = sizes, rank()
+        rows = max(sizes)
+        pad = torch.zeros((rows - local.shape[0], *local.shape[1:]), dtype=local.dtype, device=local.device)
+        padded = torch.cat([local, pad]).contiguous()
+        parts = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded)
+        out = torch.empty((total, *local.shape[1:]), dtype=local.dtype, device=local.device)
+        for r, (part, n) in enumerate(zip(parts, sizes)):
+            out[r::len(sizes)] = part[:n]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)  # the same loss on every rank: sum of what each sends to these rows
+        return grad[ctx.rank::len(ctx.sizes)][: ctx.sizes[ctx.rank]], None
+
+
+def gather_rows(local: torch.Tensor, total: int) -> torch.Tensor:
+    """The global batch (``total`` rows) from each rank's ``local_slice`` of it, in its order."""
+    return local if world_size() == 1 else _GatherRows.apply(local, total)
+
+
 def all_mean(value: float) -> float:
     """Mean of a float over ranks (for logged losses)."""
     if world_size() == 1:
@@ -99,5 +156,5 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-__all__: list[Any] = ["all_finite", "all_mean", "barrier", "init_from_env", "is_main", "launched_by_torchrun", "local_slice",
-                      "rank", "shutdown", "world_size", "wrap"]
+__all__: list[Any] = ["all_finite", "all_mean", "barrier", "gather_rows", "init_from_env", "is_main",
+                      "launched_by_torchrun", "local_slice", "rank", "shutdown", "solo", "world_size", "wrap"]

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from onnx_run.components import DistillationLoss, DistillContext, Logs, Task
+from onnx_run.components import DistillationLoss, DistillContext, GlobalBatch, Logs, Task
 from onnx_run.config import TrainSettings
 from onnx_run.errors import UserError
 from onnx_run.precision import autocast, check_precision, float32_region, make_grad_scaler, to_float32
@@ -136,10 +136,12 @@ def step_loss(net: nn.Module, model: nn.Module, loss_fn: DistillationLoss, task:
               y: torch.Tensor, index: torch.Tensor, student_input: torch.Tensor, device: torch.device,
               teacher: nn.Module | None = None,
               teacher_kernel: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-              param_names: list[str] | None = None, precision: str = "fp32") -> tuple[torch.Tensor, Logs]:
+              param_names: list[str] | None = None, precision: str = "fp32",
+              global_batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, Logs]:
     """One training step's objective: the forward passes (the digital parts under autocast) and
-    ``loss_fn``; ``net`` is ``model`` or its DDP wrapper. Returns (loss, logs); nothing here
-    waits for the device."""
+    ``loss_fn``; ``net`` is ``model`` or its DDP wrapper. ``global_batch`` (torchrun with several
+    processes): (images, indices) of the whole batch, of which ``x``/``index`` are this
+    process's share. Returns (loss, logs); nothing here waits for the device."""
     # a loss that computes the outputs itself (ntkd's kernel pass) saves a forward; DDP needs
     # its own forward to synchronise gradients
     skip_forward = getattr(loss_fn, "computes_outputs", False) and dist.world_size() == 1
@@ -155,6 +157,11 @@ def step_loss(net: nn.Module, model: nn.Module, loss_fn: DistillationLoss, task:
             teacher_kernel=(_float32_kernel(teacher_kernel, x, index) if teacher_kernel else None),
             ntk_params=param_names, student_input=student_input,
         )
+        if global_batch is not None:
+            gx, gidx = global_batch
+            ctx.global_batch = GlobalBatch(
+                rows=lambda t: dist.gather_rows(t, int(gidx.shape[0])),
+                teacher_kernel=_float32_kernel(teacher_kernel, gx, gidx) if teacher_kernel else None)
         return loss_fn(ctx)
 
 
@@ -296,7 +303,8 @@ def train_model(
         bar = tqdm(range(steps_per_epoch), desc=f"{desc} epoch {epoch + 1}/{settings.epochs}",
                    disable=not progress or not main, leave=False, dynamic_ncols=True)
         for step in bar:
-            idx = dist.local_slice(perm[step * settings.batch_size:(step + 1) * settings.batch_size])
+            batch = perm[step * settings.batch_size:(step + 1) * settings.batch_size]
+            idx = dist.local_slice(batch)
             xb = x_all[idx].to(device)
             yb = y_all[idx].to(device)
             sb = student_x[idx].to(device) if train_inputs is not None else xb
@@ -304,7 +312,8 @@ def train_model(
                 sb = train_transform(sb)
             loss, logs = step_loss(net, model, loss_fn, task, x=xb, y=yb, index=idx, student_input=sb,
                                    teacher=teacher, teacher_kernel=teacher_kernel, param_names=param_names,
-                                   device=device, precision=precision)
+                                   device=device, precision=precision,
+                                   global_batch=(x_all[batch].to(device), batch) if dist.world_size() > 1 else None)
             loss_value = float(loss.detach())  # the step's one wait for the device
             if not dist.all_finite(math.isfinite(loss_value)):
                 raise TrainingDiverged(
