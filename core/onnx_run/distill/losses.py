@@ -105,9 +105,7 @@ class NTKDLoss(DistillationLoss):
     computes_outputs = True
 
     def __call__(self, ctx: DistillContext) -> tuple[torch.Tensor, Logs]:
-        from onnx_run.ntk import empirical_ntk, kernel_discrepancy
-
-        from onnx_run.ntk import empirical_ntk_with_outputs
+        from onnx_run.ntk import empirical_ntk, empirical_ntk_with_outputs, kernel_discrepancy
 
         cfg: NTKDConfig = self.config
         assert ctx.teacher_kernel is not None
@@ -145,8 +143,8 @@ class NTKDLoss(DistillationLoss):
         factors of all processes are gathered (differentiably) into the whole batch's, and every
         process computes the same n x n kernel and discrepancy as one process would; DDP's
         average of the gradients is then that of the single-process loss (tested)."""
-        from onnx_run.ntk import kernel_discrepancy
-        from onnx_run.ntk.kernels import cross_kernel, ntk_factors
+        from onnx_run.ntk import kernel_discrepancy, ntk_factors
+        from onnx_run.ntk.kernels import cross_kernel
 
         cfg: NTKDConfig = self.config
         gb = ctx.global_batch

@@ -3,6 +3,7 @@
 - empirical_ntk: the (n, n) trace NTK of a batch ("structured" exact fast path by default).
 - empirical_ntk_full: the (n*O, n*O) NTK with output indices (small cases).
 - empirical_ntk_with_outputs: the trace NTK and model(x) from one forward pass (training step).
+- ntk_factors: the per-sample factors behind an exact kernel (they gather across processes).
 - kernel_discrepancy: the NTKD loss term between student and teacher kernels.
 - kernel_ridge_regression / select_ridge: NTK regression for the pre-training estimate.
 - TeacherKernelCache: the frozen teacher's kernel, precomputed once per dataset.
@@ -10,7 +11,8 @@ Methods, costs and when to use which: docs/ntk.md.
 """
 
 from onnx_run.ntk.discrepancy import DISCREPANCIES, kernel_discrepancy
-from onnx_run.ntk.kernels import NTK_METHODS, empirical_ntk, empirical_ntk_full, empirical_ntk_with_outputs
+from onnx_run.ntk.kernels import (NTK_METHODS, empirical_ntk, empirical_ntk_full, empirical_ntk_with_outputs,
+                                  ntk_factors)
 from onnx_run.ntk.regression import kernel_ridge_regression, select_ridge
 from onnx_run.ntk.teacher_cache import TeacherKernelCache
 
@@ -23,5 +25,6 @@ __all__ = [
     "empirical_ntk_with_outputs",
     "kernel_discrepancy",
     "kernel_ridge_regression",
+    "ntk_factors",
     "select_ridge",
 ]

@@ -595,19 +595,13 @@ def empirical_ntk(
     """
     if method not in NTK_METHODS:
         raise ValueError(f"unknown NTK method {method!r}; choose one of {NTK_METHODS}")
-    x = to_float32(x)
-    if x.dim() < 1 or x.shape[0] == 0:
-        raise ValueError(f"x must be a non-empty batch (B, ...), got shape {tuple(x.shape)}")
-    chosen = resolve_params(model, params)
-    check_samplewise(model)
-    if method in ("jvp", "fd") and directions < 1:
+    if method in ("exact", "structured"):
+        fac = ntk_factors(model, x, params=params, reduce=reduce, method=method, create_graph=create_graph)
+        return cross_kernel(fac, fac)
+    if directions < 1:
         raise ValueError(f"directions must be >= 1, got {directions}")
-    if not create_graph:
-        chosen = {k: v.detach() for k, v in chosen.items()}
+    x, chosen = _batch_and_params(model, x, params, create_graph)
     with torch.enable_grad() if create_graph else torch.no_grad():
-        if method in ("exact", "structured"):
-            fac = kernel_factors(model, x, chosen, reduce, structured=method == "structured")
-            return cross_kernel(fac, fac)
         z = _directions(chosen, directions, generator)
         if method == "jvp":
             g = tangent_features(model, x, chosen, reduce, z)
@@ -654,6 +648,14 @@ def ntk_factors(
     ("structured", "exact"); other arguments as in empirical_ntk."""
     if method not in ("structured", "exact"):
         raise ValueError(f"kernel factors need an exact method ('structured' or 'exact'), got {method!r}")
+    x, chosen = _batch_and_params(model, x, params, create_graph)
+    with torch.enable_grad() if create_graph else torch.no_grad():
+        return kernel_factors(model, x, chosen, reduce, structured=method == "structured")
+
+
+def _batch_and_params(model: nn.Module, x: Tensor, params: Sequence[str] | None,
+                      create_graph: bool) -> tuple[Tensor, dict[str, Tensor]]:
+    """The checked float32 batch and the chosen parameters (detached unless ``create_graph``)."""
     x = to_float32(x)
     if x.dim() < 1 or x.shape[0] == 0:
         raise ValueError(f"x must be a non-empty batch (B, ...), got shape {tuple(x.shape)}")
@@ -661,8 +663,7 @@ def ntk_factors(
     check_samplewise(model)
     if not create_graph:
         chosen = {k: v.detach() for k, v in chosen.items()}
-    with torch.enable_grad() if create_graph else torch.no_grad():
-        return kernel_factors(model, x, chosen, reduce, structured=method == "structured")
+    return x, chosen
 
 
 @float32_region()
