@@ -184,3 +184,17 @@ def test_a_fabricated_device_runs_on_the_device(optics, spec):
     out = fab(splits.train.tensors[0][:4].to(META))
     assert out.device == META and out.shape == (4, *student.frontend.feature_shape())
     assert {t.device for t in [*fab.parameters(), *fab.buffers()]} == {META}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+@pytest.mark.parametrize("command", [[], ["estimate"]], ids=["pipeline", "estimate"])
+def test_cuda_asked_for_without_cuda_is_one_line(command, tmp_path, tiny_optics):
+    from click.testing import CliRunner
+
+    from onnx_run.cli import cli
+
+    res = CliRunner().invoke(cli, [*command, "--optics", "tiny", "--device", "cuda", "--out", str(tmp_path / "runs")])
+    assert res.exit_code == 2, res.output
+    assert res.output.strip() == ("Error: run.device: 'cuda' was asked for but CUDA is not available here; "
+                                  "use 'cpu' or 'auto'")
+    assert not (tmp_path / "runs").exists()
