@@ -82,3 +82,40 @@ def test_the_whole_pipeline_under_torchrun_and_its_resume(tmp_path):
     again = subprocess.run([*launch, "--resume", str(run_dir)], capture_output=True, text=True, env=_env(), timeout=600)
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     assert json.loads((run_dir / "results.json").read_text())["simulation"] == results["simulation"]
+
+
+def test_a_torchrun_training_killed_mid_run_resumes_to_the_same_weights(tmp_path):
+    """SIGKILL to every process of a torchrun run during the students' training, then --resume
+    under torchrun: the same weights and metrics as an uninterrupted torchrun run."""
+    import signal
+    import time
+
+    args = [*ARGS, *CASES["ntkd"], "--set", "train.epochs=12", "--set", "train.max_train=512"]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "onnx_run"]
+    env = dict(_env(), ONNX_RUN_CACHE=str(tmp_path / "cache"))
+    full = subprocess.run([*launch, *args, "--out", str(tmp_path / "full")], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert full.returncode == 0, full.stderr[-3000:]
+    proc = subprocess.Popen([*launch, *args, "--out", str(tmp_path / "cut")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    run = tmp_path / "cut" / "4f-classification-digits"
+    metrics = run / "students" / "ntkd" / "seed0" / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    seed_dir = run / "students" / "ntkd" / "seed0"
+    assert not (seed_dir / "summary.json").exists() and (seed_dir / "last.pt").exists()
+    again = subprocess.run([*launch, "--resume", str(run)], capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    ref = tmp_path / "full" / "4f-classification-digits" / "students" / "ntkd" / "seed0"
+    wa = torch.load(ref / "last.pt", weights_only=True)["model"]
+    wb = torch.load(seed_dir / "last.pt", weights_only=True)["model"]
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], rtol=1e-5, atol=1e-6), k
+    rows = [json.loads(r) for r in (seed_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(12))  # no epoch lost or repeated
