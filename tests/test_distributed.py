@@ -119,3 +119,16 @@ def test_a_torchrun_training_killed_mid_run_resumes_to_the_same_weights(tmp_path
         assert torch.allclose(wa[k], wb[k], rtol=1e-5, atol=1e-6), k
     rows = [json.loads(r) for r in (seed_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == list(range(12))  # no epoch lost or repeated
+
+
+def test_more_processes_than_gpus_is_one_line(monkeypatch):
+    """nccl needs a GPU per process: a second process on a one-GPU machine is told so."""
+    from onnx_run.errors import UserError
+    from onnx_run.train import distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UserError, match=r"^torchrun: the process with LOCAL_RANK 1 has no GPU of its own \(this "
+                                        r"machine has 1\); use --nproc-per-node 1 or fewer$"):
+        distributed.init_from_env(torch.device("cuda"))

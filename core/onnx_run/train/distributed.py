@@ -19,6 +19,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from onnx_run.errors import UserError
+
 
 _solo = False  # inside solo(): this process works alone (a stage that runs on rank 0 only)
 
@@ -67,6 +69,10 @@ def init_from_env(device: torch.device) -> torch.device:
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         local = int(os.environ.get("LOCAL_RANK", "0"))
+        count = torch.cuda.device_count()
+        if local >= count:  # nccl needs one GPU per process
+            raise UserError(f"torchrun: the process with LOCAL_RANK {local} has no GPU of its own (this machine has "
+                            f"{count}); use --nproc-per-node {count} or fewer")
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
     dist.init_process_group(backend=backend)
