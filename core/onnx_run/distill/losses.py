@@ -105,7 +105,7 @@ class NTKDLoss(DistillationLoss):
     computes_outputs = True
 
     def __call__(self, ctx: DistillContext) -> tuple[torch.Tensor, Logs]:
-        from onnx_run.ntk import empirical_ntk, empirical_ntk_with_outputs, kernel_discrepancy
+        from onnx_run.ntk import kernel_discrepancy
 
         cfg: NTKDConfig = self.config
         assert ctx.teacher_kernel is not None
@@ -114,7 +114,21 @@ class NTKDLoss(DistillationLoss):
         if names is None and cfg.params == "backend" and hasattr(ctx.student, "backend_parameter_names"):
             names = ctx.student.backend_parameter_names()
         if ctx.global_batch is not None and cfg.estimator in ("structured", "exact"):
-            return self._on_global_batch(ctx, x, names)
+            k_student, k_teacher = self._whole_batch_kernels(ctx, x, names)
+        else:
+            k_student, k_teacher = self._batch_kernels(ctx, x, names)
+        task_loss = ctx.task.loss(ctx.student_outputs, ctx.y)
+        disc = kernel_discrepancy(k_student, k_teacher.to(k_student), kind=cfg.discrepancy)
+        loss = cfg.alpha * task_loss + cfg.beta * disc
+        return loss, {"task_loss": task_loss.detach(), "ntk_loss": disc.detach()}
+
+    def _batch_kernels(self, ctx: DistillContext, x: torch.Tensor, names) -> tuple[torch.Tensor, torch.Tensor]:
+        """(student, teacher) NTKs of this process's batch (its first ``max_samples``); sets the
+        student's outputs when the kernel pass yields them."""
+        from onnx_run.ntk import empirical_ntk, empirical_ntk_with_outputs
+
+        cfg: NTKDConfig = self.config
+        assert ctx.teacher_kernel is not None
         with float32_region():  # under run.precision bf16/fp16 too: both kernels are float32
             k_teacher = ctx.teacher_kernel()
         subset = bool(cfg.max_samples) and x.shape[0] > cfg.max_samples
@@ -125,25 +139,22 @@ class NTKDLoss(DistillationLoss):
             k_student, outputs = empirical_ntk_with_outputs(ctx.student, x, params=names,
                                                             reduce=ctx.task.ntk_reduce, create_graph=True)
             ctx.student_outputs = outputs
-        else:
-            if ctx.student_outputs is None:
-                ctx.student_outputs = to_float32(ctx.student(x))
-            xs = x[: cfg.max_samples] if subset else x
-            k_student = empirical_ntk(
-                ctx.student, xs, params=names, reduce=ctx.task.ntk_reduce,
-                method=cfg.estimator, directions=cfg.directions, eps=cfg.eps, create_graph=True,
-            )
-        task_loss = ctx.task.loss(ctx.student_outputs, ctx.y)
-        disc = kernel_discrepancy(k_student, k_teacher.to(k_student), kind=cfg.discrepancy)
-        loss = cfg.alpha * task_loss + cfg.beta * disc
-        return loss, {"task_loss": task_loss.detach(), "ntk_loss": disc.detach()}
+            return k_student, k_teacher
+        if ctx.student_outputs is None:
+            ctx.student_outputs = to_float32(ctx.student(x))
+        xs = x[: cfg.max_samples] if subset else x
+        k_student = empirical_ntk(
+            ctx.student, xs, params=names, reduce=ctx.task.ntk_reduce,
+            method=cfg.estimator, directions=cfg.directions, eps=cfg.eps, create_graph=True,
+        )
+        return k_student, k_teacher
 
-    def _on_global_batch(self, ctx: DistillContext, x: torch.Tensor, names) -> tuple[torch.Tensor, Logs]:
+    def _whole_batch_kernels(self, ctx: DistillContext, x: torch.Tensor, names) -> tuple[torch.Tensor, torch.Tensor]:
         """Under torchrun: each process computes the kernel factors of its own samples, the
         factors of all processes are gathered (differentiably) into the whole batch's, and every
-        process computes the same n x n kernel and discrepancy as one process would; DDP's
-        average of the gradients is then that of the single-process loss (tested)."""
-        from onnx_run.ntk import kernel_discrepancy, ntk_factors
+        process forms the same n x n kernels as one process would; DDP's average of the
+        gradients is then that of the single-process loss (tested)."""
+        from onnx_run.ntk import ntk_factors
         from onnx_run.ntk.kernels import cross_kernel
 
         cfg: NTKDConfig = self.config
@@ -159,8 +170,4 @@ class NTKDLoss(DistillationLoss):
         if cfg.max_samples and k_teacher.shape[0] > cfg.max_samples:  # the first samples, as in one process
             whole = whole.select(slice(0, cfg.max_samples))
             k_teacher = k_teacher[: cfg.max_samples, : cfg.max_samples]
-        k_student = cross_kernel(whole, whole)
-        task_loss = ctx.task.loss(ctx.student_outputs, ctx.y)
-        disc = kernel_discrepancy(k_student, k_teacher.to(k_student), kind=cfg.discrepancy)
-        loss = cfg.alpha * task_loss + cfg.beta * disc
-        return loss, {"task_loss": task_loss.detach(), "ntk_loss": disc.detach()}
+        return cross_kernel(whole, whole), k_teacher

@@ -137,11 +137,13 @@ def step_loss(net: nn.Module, model: nn.Module, loss_fn: DistillationLoss, task:
               teacher: nn.Module | None = None,
               teacher_kernel: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
               param_names: list[str] | None = None, precision: str = "fp32",
-              global_batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, Logs]:
+              global_batch: tuple[torch.Tensor, Callable[[], torch.Tensor]] | None = None
+              ) -> tuple[torch.Tensor, Logs]:
     """One training step's objective: the forward passes (the digital parts under autocast) and
     ``loss_fn``; ``net`` is ``model`` or its DDP wrapper. ``global_batch`` (torchrun with several
-    processes): (images, indices) of the whole batch, of which ``x``/``index`` are this
-    process's share. Returns (loss, logs); nothing here waits for the device."""
+    processes): (indices, a function giving the images) of the whole batch, of which
+    ``x``/``index`` are this process's share. Returns (loss, logs); nothing here waits for the
+    device."""
     # a loss that computes the outputs itself (ntkd's kernel pass) saves a forward; DDP needs
     # its own forward to synchronise gradients
     skip_forward = getattr(loss_fn, "computes_outputs", False) and dist.world_size() == 1
@@ -158,15 +160,15 @@ def step_loss(net: nn.Module, model: nn.Module, loss_fn: DistillationLoss, task:
             ntk_params=param_names, student_input=student_input,
         )
         if global_batch is not None:
-            gx, gidx = global_batch
+            gidx, images = global_batch
             ctx.global_batch = GlobalBatch(
                 rows=lambda t: dist.gather_rows(t, int(gidx.shape[0])),
-                teacher_kernel=_float32_kernel(teacher_kernel, gx, gidx) if teacher_kernel else None)
+                teacher_kernel=(lambda: _float32_kernel(teacher_kernel, images(), gidx)()) if teacher_kernel else None)
         return loss_fn(ctx)
 
 
 #: a training set up to this size is moved to the accelerator once, before the first epoch
-DATA_ON_GPU_MAX_BYTES = 2 * 2**30
+DATA_ON_DEVICE_MAX_BYTES = 2 * 2**30
 
 
 def _nbytes(*tensors: torch.Tensor) -> int:
@@ -238,8 +240,8 @@ def train_model(
 
     x_all, y_all = splits.train.tensors[0], splits.train.tensors[1]
     student_x = train_inputs if train_inputs is not None else x_all
-    if device.type != "cpu" and _nbytes(x_all, y_all, student_x) <= DATA_ON_GPU_MAX_BYTES:
-        # the training set once on the GPU (MNIST: 0.2 GB, CIFAR-10: 0.6 GB), not a copy per step
+    if device.type != "cpu" and _nbytes(x_all, y_all, student_x) <= DATA_ON_DEVICE_MAX_BYTES:
+        # the training set once on the accelerator (MNIST: 0.2 GB, CIFAR-10: 0.6 GB), not a copy per step
         x_all, y_all, student_x = x_all.to(device), y_all.to(device), student_x.to(device)
     n = x_all.shape[0]
     if settings.max_train and settings.max_train < n:
@@ -313,7 +315,8 @@ def train_model(
             loss, logs = step_loss(net, model, loss_fn, task, x=xb, y=yb, index=idx, student_input=sb,
                                    teacher=teacher, teacher_kernel=teacher_kernel, param_names=param_names,
                                    device=device, precision=precision,
-                                   global_batch=(x_all[batch].to(device), batch) if dist.world_size() > 1 else None)
+                                   global_batch=((batch, lambda: x_all[batch].to(device)) if dist.world_size() > 1
+                                                 else None))
             loss_value = float(loss.detach())  # the step's one wait for the device
             if not dist.all_finite(math.isfinite(loss_value)):
                 raise TrainingDiverged(
