@@ -24,6 +24,25 @@ def test_kd_loss_hand_computed():
     assert float(kd_loss(t, t, T)) == pytest.approx(0.0, abs=1e-7)
 
 
+def test_standardized_kd_hand_computed():
+    """Logit standardisation: each row z-scored (torch's unbiased std) before
+    the temperature softmax; invariant to a teacher's logit scale and offset."""
+    s = torch.tensor([[1.0, 0.0, -1.0]])
+    t = torch.tensor([[0.0, 2.0, 4.0]])
+    T = 2.0
+    # rows z-scored by hand: mean 0 / 2, unbiased std 1 / 2
+    zs, zt = [1.0, 0.0, -1.0], [-1.0, 0.0, 1.0]
+    ps = [math.exp(z / T) for z in zs]
+    pt = [math.exp(z / T) for z in zt]
+    ps = [p / sum(ps) for p in ps]
+    pt = [p / sum(pt) for p in pt]
+    kl = sum(pt[i] * math.log(pt[i] / ps[i]) for i in range(3))
+    assert float(kd_loss(s, t, T, standardize=True)) == pytest.approx(T * T * kl, rel=1e-6)
+    scaled = 7.0 * t + 3.0  # an over-confident teacher: same ranking and margins, other scale
+    assert float(kd_loss(s, scaled, T, standardize=True)) == pytest.approx(T * T * kl, rel=1e-5)
+    assert float(kd_loss(s, scaled, T)) != pytest.approx(T * T * kl, rel=1e-2)
+
+
 def test_kd_objective_mixes_with_cross_entropy():
     task = ClassificationTask(ClassificationConfig())
     s = torch.tensor([[1.0, 0.0], [0.2, 0.3]])
@@ -99,3 +118,28 @@ def test_ntkd_loss_equals_exact_small_case_and_gradient_matches_fd(params):
                 p.view(-1)[flat] += h
             assert float(g.view(-1)[flat]) == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-9)
     assert model.frontend.weight.grad is None
+
+
+def test_beta_schedules_follow_their_closed_forms():
+    from onnx_run.distill.losses import scheduled
+
+    assert scheduled(2.0, "constant", 0.7) == 2.0
+    assert scheduled(2.0, "linear", 0.25) == pytest.approx(1.5)
+    assert scheduled(2.0, "cosine", 0.0) == pytest.approx(2.0)
+    assert scheduled(2.0, "cosine", 0.5) == pytest.approx(1.0)
+    assert scheduled(2.0, "cosine", 1.0) == pytest.approx(0.0, abs=1e-12)
+    # the NTKD loss weighs its kernel term by the schedule at ctx.progress
+    torch.manual_seed(0)
+    task = ClassificationTask(ClassificationConfig())
+    model = HybridModel(_Linear(), FCBackend((2, 4, 4), 3, hidden=[5], pool=2)).double()
+    x = torch.rand(4, 1, 4, 4, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 1])
+    k_teacher = torch.eye(4, dtype=torch.float64)
+    values = {}
+    for progress in (0.0, 0.5):
+        ctx = DistillContext(x=x, y=y, index=torch.arange(4), student=model, student_outputs=model(x), task=task,
+                             teacher_kernel=lambda: k_teacher, progress=progress)
+        loss, logs = NTKDLoss(NTKDConfig(beta=2.0, beta_schedule="linear"))(ctx)
+        values[progress] = (float(loss.detach()), float(logs["task_loss"]), float(logs["ntk_loss"]))
+    for progress, (loss, task_loss, ntk_loss) in values.items():
+        assert loss == pytest.approx(task_loss + 2.0 * (1 - progress) * ntk_loss, rel=1e-9)

@@ -212,6 +212,28 @@ def teacher_train(teacher_checkpoint, **kwargs) -> None:
                f"{info[f'test_{primary}'] * 100:.2f} % ({info['parameters']} parameters); {info['source']}")
 
 
+@cli.command("compare")
+@config_options
+@click.option("--resume", "resume", type=click.Path(file_okay=False), help="continue a compare directory after a kill")
+@click.option("--search-only", is_flag=True, help="run the search and write search.md; train no final seeds")
+def compare_cmd(resume, search_only, **kwargs) -> None:
+    """Compare distillation methods under one protocol: each method's settings tuned on the
+    validation split with the same grid budget, then the final seeds, paired differences."""
+    from onnx_run.compare import Comparison
+
+    _print_failed()
+    if resume:
+        if any(kwargs.get(k) for k in ("config_file", "sets", *_FLAG_NAMES)):
+            raise UserError("--resume: the directory's config.toml is used; drop the other config options")
+        comp = Comparison.from_run_dir(Path(resume), echo=click.echo)
+    else:
+        comp = Comparison(load_run_config(kwargs), echo=click.echo)
+    click.echo(f"compare directory: {comp.run_dir}")
+    comp.run(search_only=search_only)
+    click.echo("")
+    click.echo((comp.run_dir / ("search.md" if search_only else "compare.md")).read_text())
+
+
 @cli.command("report")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 def report_cmd(run_dir: str) -> None:

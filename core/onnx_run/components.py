@@ -245,6 +245,8 @@ class DistillContext:
     ntk_params: list[str] | None = None
     student_input: torch.Tensor | None = None  # what the student is fed if not x (captures)
     global_batch: GlobalBatch | None = None
+    #: how far training has gone, in [0, 1): step / total steps (for weights that follow a schedule)
+    progress: float = 0.0
 
 
 #: what a loss logs per step: floats or 0-dim tensors (tensors stay on the device until the
@@ -261,6 +263,10 @@ class DistillationLoss:
     needs_teacher_kernel: bool = False
     #: True when the loss runs the student itself and sets ``ctx.student_outputs``
     computes_outputs: bool = False
+    #: the grid ``onnx-run compare`` searches for this loss unless the user gives one
+    #: (``{"section.key": [values]}``, e.g. ``{"distill.kd.temperature": [2.0, 4.0]}``); every
+    #: method of a comparison needs a grid of the same size
+    search_space: dict[str, list[Any]] = {}
 
     def __init__(self, config: Any):
         self.config = config

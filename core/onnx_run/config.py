@@ -137,6 +137,39 @@ class EstimateSettings:
     curve: bool = True
 
 
+def _search_space(instance: Any, attribute: Any, value: dict[str, dict[str, list[Any]]]) -> None:
+    for method, grid in value.items():
+        for key, values in grid.items():
+            if "." not in key:
+                raise ValueError(f"'{attribute.name}' of {method!r}: {key!r} is not a dotted setting such as "
+                                 f"distill.kd.temperature")
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"'{attribute.name}' of {method!r}: {key!r} must list at least one value")
+
+
+@attrs.define(kw_only=True)
+class CompareSettings:
+    """The comparison protocol of ``onnx-run compare`` (docs/ntk.md, "Comparing methods").
+
+    Each method in ``students.methods`` gets a grid over its own settings (``space``:
+    ``{method: {"section.key": [values]}}``; a method left out takes its loss's default grid);
+    every grid must have the same number of points (the same search budget). A trial trains
+    ``search_seeds`` seeds (run.seed + 100 + i: never the final seeds) on ``search_max_train``
+    training images for ``search_epochs`` epochs (0: as train.*) and is scored on the validation
+    split; the best trial of each method is then trained with the ``run.seeds`` final seeds and
+    tested once. ``recipe``: see below.
+    """
+
+    search_seeds: int = attrs.field(default=1, validator=[v.ge(1), v.le(20)])
+    search_epochs: int = attrs.field(default=0, validator=[v.ge(0), v.le(10000)])
+    search_max_train: int = attrs.field(default=0, validator=v.ge(0))
+    space: dict[str, dict[str, list[Any]]] = attrs.field(factory=dict, validator=_search_space)
+    #: the method searched first whose chosen ``train.*`` settings (the training recipe:
+    #: learning rates) every other method then trains with, as it shares the data and epochs;
+    #: "" (or a method not compared): each method keeps the run's own train.* settings
+    recipe: str = "none"
+
+
 #: core section name -> attrs class; later stages add theirs with :func:`add_section`
 SECTIONS: dict[str, type] = {
     "run": RunSettings,
@@ -146,7 +179,12 @@ SECTIONS: dict[str, type] = {
     "fabricate": FabricateSettings,
     "finetune": FinetuneSettings,
     "estimate": EstimateSettings,
+    "compare": CompareSettings,
 }
+
+#: sections left out of a written config while they hold their defaults (added after run
+#: directories existed whose config.toml must still match on --resume)
+QUIET_SECTIONS: frozenset[str] = frozenset({"compare"})
 
 #: component section -> (registry kind, default name or None = required)
 COMPONENT_SECTIONS: dict[str, tuple[str, str | None]] = {
@@ -384,6 +422,8 @@ class RunConfig:
         out: dict[str, Any] = {}
         for name in SECTIONS:
             if name in self.sections:
+                if name in QUIET_SECTIONS and self.sections[name] == SECTIONS[name]():
+                    continue  # only written when set: run directories made before it still resume
                 out[name] = unstructure(self.sections[name])
         for name, choice in self.components.items():
             table = {"name": choice.name}
@@ -504,11 +544,32 @@ def _task_core_defaults(task: Any, name: str) -> dict[str, dict[str, Any]]:
     return {k: dict(v) for k, v in suggested.items()}
 
 
+def _optics_core_defaults(raw: Mapping[str, Any], task: Any) -> dict[str, dict[str, Any]]:
+    """The chosen optics' training recipe for this kind of task: an optional classmethod
+    ``core_defaults(task_kind)`` on its config class (``{section: {key: value}}``), checked like
+    a preset's core values. It sits above the task's suggestions: learning rates belong to the
+    optics' parametrisation."""
+    from onnx_run.plugins import PluginError, get_component
+
+    table = raw.get("optics", {})
+    name = table.get("name", COMPONENT_SECTIONS["optics"][1]) if isinstance(table, Mapping) else None
+    if not isinstance(name, str):
+        return {}  # a malformed section: reported with its key when the optics are resolved
+    comp = get_component("optics", name, key="optics.name")
+    hook = getattr(comp.config, "core_defaults", None) if comp.config is not None else None
+    if hook is None:
+        return {}
+    suggested = hook(getattr(task, "kind", ""))
+    _check_core_tree(suggested, f"optics {name!r}: core_defaults()", PluginError)
+    return {k: dict(v) for k, v in suggested.items()}
+
+
 def resolve(raw: Mapping[str, Any]) -> RunConfig:
     """Structure a raw config tree (TOML + overrides) into a :class:`RunConfig`.
 
     Layers, lowest first: the built-in defaults, the task's suggestions for the core sections
-    (``Task.core_defaults``), the run preset (``run.preset``: the core's
+    (``Task.core_defaults``), the optics' training recipe for the task's kind (an optional
+    ``core_defaults(task_kind)`` classmethod on the optics config class), the run preset (``run.preset``: the core's
     :data:`PRESETS` and the chosen components' ``run_presets``), the task's suggestions for the
     optics (``Task.optics_defaults``, which beat the optics' own preset values: the task knows
     how many maps its backend needs) and for the distillation losses (``Task.distill_defaults``),
@@ -554,7 +615,7 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
     # the task first: its suggestions for the core sections and the preset's values depend on it
     component("task", *COMPONENT_SECTIONS["task"])
     task = comps["task"].factory(comps["task"].config)
-    core = _task_core_defaults(task, comps["task"].name)
+    core = merge(_task_core_defaults(task, comps["task"].name), _optics_core_defaults(raw, task))
     if preset.name:
         core = merge(core, preset.core(getattr(task, "kind", "")))
     sections = {name: structure_section(_under(core.get(name, {}), raw.get(name, {})), cls, name)

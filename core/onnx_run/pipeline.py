@@ -8,6 +8,7 @@ checked before the run directory is created, so bad input never leaves half a ru
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
@@ -32,6 +33,14 @@ def default_run_dir(cfg: RunConfig) -> Path:
     if not cfg.run.name and cfg.run.preset:  # a preset run never collides with the default-sized one
         name += f"-{cfg.run.preset}"
     return Path(cfg.run.out) / name
+
+
+def run_dir_config(run_dir: Path) -> RunConfig:
+    """The resolved config.toml of a run directory (one line if there is none)."""
+    path = Path(run_dir) / "config.toml"
+    if not path.exists():
+        raise UserError(f"run directory {run_dir}: no config.toml; is this an onnx-run run directory?")
+    return resolve(load_toml(path))
 
 
 def parse_stages(text: str | None) -> tuple[str, ...]:
@@ -68,18 +77,16 @@ class Pipeline:
         self.splits = self.task.datasets(image_size=self.input_size, channels=self.channels, seed=cfg.run.seed)
         self.num_outputs = self.task.num_outputs(self.splits)
         self.dataset = getattr(cfg.task.config, "dataset", cfg.task.name)
-        self._teacher: tuple[torch.nn.Module, dict[str, Any]] | None = None
-        self._teacher_kernel = None
+        #: the teacher ("teacher": (model, info)) and its kernel lookup ("kernel"), built on first
+        #: use and shared with every variant of this pipeline
+        self._shared: dict[str, Any] = {}
         if teacher_checkpoint and not Path(teacher_checkpoint).is_file():
             raise UserError(f"--teacher-checkpoint {teacher_checkpoint}: file not found")
 
     # -- run directory -----------------------------------------------------------------------
     @classmethod
     def from_run_dir(cls, run_dir: Path, **kwargs: Any) -> "Pipeline":
-        path = Path(run_dir) / "config.toml"
-        if not path.exists():
-            raise UserError(f"run directory {run_dir}: no config.toml; is this an onnx-run run directory?")
-        return cls(resolve(load_toml(path)), Path(run_dir), **kwargs)
+        return cls(run_dir_config(run_dir), Path(run_dir), **kwargs)
 
     def prepare(self) -> None:
         """Create the run directory and write the resolved config (refuse a different one)."""
@@ -108,24 +115,51 @@ class Pipeline:
         return HybridModel(frontend, backend)
 
     def teacher(self) -> tuple[torch.nn.Module, dict[str, Any]]:
-        if self._teacher is None:
+        if "teacher" not in self._shared:
             from onnx_run.train.teacher import get_teacher
 
-            self._teacher = get_teacher(self.cfg, self.task, self.splits, dataset=self.dataset,
+            self._shared["teacher"] = get_teacher(self.cfg, self.task, self.splits, dataset=self.dataset,
                                         seed=self.cfg.run.seed, device=self.device,
                                         checkpoint=self.teacher_checkpoint, progress=self.progress)
-        return self._teacher
+        return self._shared["teacher"]
 
     def teacher_kernel(self):
         """Teacher NTK per batch, from a cache computed once for the training set."""
-        if self._teacher_kernel is None:
-            from onnx_run.ntk.teacher_cache import bounded_cache
+        if "kernel" not in self._shared:
+            from onnx_run.ntk.teacher_cache import TeacherKernelCache, bounded_cache
+            from onnx_run.train.checkpoint import load_checkpoint, save_checkpoint
 
-            teacher, _ = self.teacher()
+            teacher, info = self.teacher()
             x = self.splits.train.tensors[0].to(self.device)
-            cache = bounded_cache(teacher, x, reduce=self.task.ntk_reduce, progress=self.progress)
-            self._teacher_kernel = lambda xb, idx: cache.kernel(idx)  # idx on the CPU: checked there, no device wait
-        return self._teacher_kernel
+            path = self._teacher_kernel_file(info)
+            if path is not None and path.exists():
+                state = load_checkpoint(path, map_location=self.device)
+                cache = TeacherKernelCache.from_state(teacher, state, reduce=self.task.ntk_reduce)
+            else:
+                cache = bounded_cache(teacher, x, reduce=self.task.ntk_reduce, progress=self.progress)
+                if path is not None:
+                    save_checkpoint(path, cache.state())
+            self._shared["kernel"] = lambda xb, idx: cache.kernel(idx)  # idx on the CPU: checked there, no device wait
+        return self._shared["kernel"]
+
+    def _teacher_kernel_file(self, info: dict[str, Any]) -> Path | None:
+        """Where the teacher's kernel over this training split is kept between runs: beside the
+        cached teacher, keyed by the task settings (its NTK output reduction) and the training
+        images themselves. None for a user's teacher checkpoint (nothing to key it on)."""
+        import hashlib
+
+        from onnx_run.config import unstructure
+        from onnx_run.train.teacher import cache_root
+
+        source = Path(str(info.get("source", "")))
+        if not source.is_dir() or cache_root() not in source.parents:
+            return None
+        x = self.splits.train.tensors[0]
+        digest = hashlib.sha256()
+        digest.update(json.dumps({"task": self.cfg.task.name, "config": unstructure(self.cfg.task.config),
+                                  "shape": list(x.shape), "version": 1}, sort_keys=True).encode())
+        digest.update(x.detach().cpu().contiguous().numpy().tobytes())
+        return source / f"ntk-{digest.hexdigest()[:16]}.pt"
 
     # -- stages -----------------------------------------------------------------------------
     def stage_teacher(self) -> dict[str, Any]:
@@ -139,24 +173,46 @@ class Pipeline:
     def student_dir(self, method: str, seed: int) -> Path:
         return self.run_dir / "students" / method / f"seed{seed}"
 
+    def train_student(self, method: str, seed: int, run_dir: Path, *, settings=None, desc: str = "") -> dict[str, Any]:
+        """Train one student (or return its finished summary); ``settings`` replaces train.*."""
+        if (run_dir / "summary.json").exists():
+            return json.loads((run_dir / "summary.json").read_text())
+        loss_fn = self.cfg.methods["distill"][method].build()
+        teacher = self.teacher()[0] if loss_fn.needs_teacher else None
+        kernel = self.teacher_kernel() if loss_fn.needs_teacher_kernel else None
+        model = self.build_student(seed)
+        return train_model(model, self.task, self.splits, settings or self.cfg.train, run_dir, loss_fn=loss_fn,
+                           seed=seed, device=self.device, teacher=teacher, teacher_kernel=kernel,
+                           desc=desc or f"student {method} seed {seed}", progress=self.progress,
+                           precision=self.precision)
+
     def stage_students(self) -> dict[str, list[dict[str, Any]]]:
         results: dict[str, list[dict[str, Any]]] = {}
         for method in self.cfg.students.methods:
-            loss_fn = self.cfg.methods["distill"][method].build()
             for seed in self.seeds():
-                run_dir = self.student_dir(method, seed)
-                if (run_dir / "summary.json").exists():
-                    results.setdefault(method, []).append(json.loads((run_dir / "summary.json").read_text()))
-                    continue
-                teacher = self.teacher()[0] if loss_fn.needs_teacher else None
-                kernel = self.teacher_kernel() if loss_fn.needs_teacher_kernel else None
-                model = self.build_student(seed)
-                summary = train_model(model, self.task, self.splits, self.cfg.train, run_dir, loss_fn=loss_fn,
-                                      seed=seed, device=self.device, teacher=teacher, teacher_kernel=kernel,
-                                      desc=f"student {method} seed {seed}", progress=self.progress,
-                                      precision=self.precision)
-                results.setdefault(method, []).append(summary)
+                results.setdefault(method, []).append(self.train_student(method, seed, self.student_dir(method, seed)))
         return results
+
+    def variant(self, cfg: RunConfig) -> "Pipeline":
+        """This pipeline with other training, optics or loss settings, sharing the data, the
+        teacher and its kernel cache (loaded once); a setting that changes the data or the
+        teacher is refused: such variants are not comparable."""
+        same = ("run.seed", "task.dataset", "task.data_dir", "task.val_fraction", "task.test_fraction",
+                "optics.input_size_px", "optics.channels", "teacher", "teacher_train", "run.device", "run.precision")
+        a, b = self.cfg.to_dict(), cfg.to_dict()
+        for key in same:
+            section, _, name = key.partition(".")
+            va, vb = a.get(section, {}), b.get(section, {})
+            if name:
+                va, vb = va.get(name), vb.get(name)
+            if va != vb:
+                raise UserError(f"{key}: a variant of the run may not change it ({va!r} -> {vb!r}): it changes "
+                                f"the data or the teacher every method is compared on")
+        clone = copy.copy(self)
+        clone.cfg = cfg
+        clone.task = cfg.task.build()
+        clone.feature_shape = cfg.optics.build().feature_shape()
+        return clone  # clone._shared is self._shared: one teacher, one kernel cache
 
     def stage_estimate(self) -> dict[str, Any]:
         from onnx_run.estimate.ntk_estimate import estimate_design

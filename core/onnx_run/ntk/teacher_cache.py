@@ -98,6 +98,27 @@ class TeacherKernelCache:
     def __len__(self) -> int:
         return self.n
 
+    def state(self) -> dict[str, object]:
+        """What :meth:`from_state` needs: the mode and the stored kernel or features (tensors only,
+        so it saves and loads with ``weights_only=True``)."""
+        return {"mode": self.mode, "n": self.n, "directions": self.directions, "kernel": self._kernel,
+                "features": self._features}
+
+    @classmethod
+    def from_state(cls, teacher: nn.Module, state: dict, *, reduce: Reduce | None = None,
+                   params: Sequence[str] | None = None, method: str = "structured") -> "TeacherKernelCache":
+        """A cache rebuilt from :meth:`state` without recomputing anything."""
+        obj = cls.__new__(cls)
+        teacher.eval()
+        obj.teacher, obj.reduce, obj.method = teacher, reduce, method
+        obj.params = list(params) if params is not None else [n for n, _ in teacher.named_parameters()]
+        obj.batch_size, obj.progress, obj.max_memory_gb = 128, False, 8.0
+        obj.mode, obj.n, obj.directions = str(state["mode"]), int(state["n"]), int(state["directions"])
+        obj._kernel, obj._features = state["kernel"], state["features"]
+        if (obj._kernel is None) == (obj._features is None):
+            raise ValueError("a teacher kernel state holds exactly one of 'kernel' and 'features'")
+        return obj
+
     def _chunks(self) -> list[slice]:
         return [slice(s, min(s + self.batch_size, self.n)) for s in range(0, self.n, self.batch_size)]
 

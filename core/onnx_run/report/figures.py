@@ -114,3 +114,48 @@ def robustness_figure(points: list[dict[str, Any]], path: Path, primary: str, xl
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def comparison_figure(result: dict[str, Any], path: Path) -> Path:
+    """Left: test metric per final seed (a line joins one seed across methods), mean ± std and
+    the teacher's line. Right: paired differences with their 95 % intervals."""
+    primary = result["primary_metric"]
+    final = result["final"]
+    methods = [r["method"] for r in final]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4), dpi=120, gridspec_kw={"width_ratios": [1.2, 1]})
+    per_seed = np.array([[100 * v for v in r[f"test_{primary}_all"]] for r in final])  # (methods, seeds)
+    xs = np.arange(len(methods))
+    for s in range(per_seed.shape[1]):
+        ax.plot(xs, per_seed[:, s], color="0.75", lw=0.8, zorder=1)
+    for i, r in enumerate(final):
+        colour = METHOD_COLOURS.get(r["method"], f"C{i}")
+        ax.scatter(np.full(per_seed.shape[1], i), per_seed[i], color=colour, s=18, zorder=2)
+        ax.errorbar(i + 0.12, per_seed[i].mean(), yerr=per_seed[i].std(ddof=1) if per_seed.shape[1] > 1 else 0,
+                    fmt="s", color=colour, capsize=4, zorder=3)
+    teacher = result.get("teacher") or {}
+    if f"test_{primary}" in teacher:
+        ax.axhline(100 * teacher[f"test_{primary}"], color="k", ls="--", lw=1,
+                   label=f"teacher {teacher.get('name', '')} {100 * teacher[f'test_{primary}']:.2f} %")
+        ax.legend(loc="best", fontsize=8)
+    ax.set_xticks(xs, methods)
+    ax.set(ylabel=f"test {primary} (%)", title=f"{per_seed.shape[1]} seeds: points, mean ± std")
+    ax.grid(alpha=0.3, axis="y")
+    pairs = result["paired"]
+    for j, d in enumerate(pairs):
+        lo, hi = (100 * d["ci95"][0], 100 * d["ci95"][1])
+        mean = 100 * d["mean"]
+        bx.errorbar(mean, j, xerr=[[mean - lo], [hi - mean]] if np.isfinite(lo) else None, fmt="o", color="k",
+                    capsize=4)
+        bx.scatter([100 * x for x in d["differences"]], np.full(len(d["differences"]), j) + 0.15, s=10,
+                   color="tab:blue", alpha=0.7)
+    bx.axvline(0, color="tab:red", lw=1)
+    bx.set_yticks(range(len(pairs)), [f"{d['a']} - {d['b']}" for d in pairs])
+    bx.set(xlabel=f"paired difference in test {primary} (points)", title="per-seed differences, 95 % CI")
+    bx.grid(alpha=0.3, axis="x")
+    p = result["protocol"]
+    fig.suptitle(f"{p['optics']} optics, {p['dataset']}: methods tuned on validation with the same budget",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -74,6 +74,21 @@ def collect_realised(run_dir: Path, primary: str) -> dict[str, Any] | None:
             "fit_error": [r.get("fit_error_mean") for r in rows if r.get("fit_error_mean") is not None]}
 
 
+def headroom_note(teacher: dict[str, Any] | None, students: list[dict[str, Any]], primary: str) -> str:
+    """A sentence when the teacher is too close to the students for distillation to show: its
+    lead over the best student is under 1.5 points or under twice the largest seed std."""
+    if not teacher or f"test_{primary}" not in teacher or not students:
+        return ""
+    best = max(r[f"test_{primary}_mean"] for r in students)
+    spread = max(r[f"test_{primary}_std"] for r in students)
+    lead = teacher[f"test_{primary}"] - best
+    if lead >= max(0.015, 2 * spread):
+        return ""
+    return (f"How to read this: the teacher is {lead * 100:+.2f} points from the best student (seed std up to "
+            f"{spread * 100:.2f}): it leaves too little headroom for distillation to show a difference on this "
+            f"data; compare methods where the teacher leads by several points (docs/ntk.md).")
+
+
 def write_results(run_dir: Path, *, primary: str, figures: list[str] | None = None,
                   devices: list[str] | None = None) -> dict[str, Any]:
     """results.json and results.md from the run directory's summaries."""
@@ -108,6 +123,9 @@ def write_results(run_dir: Path, *, primary: str, figures: list[str] | None = No
             lines.append(f"| {r['method']} | {fmt(r[f'test_{primary}_mean'], r[f'test_{primary}_std'], r['n'])} "
                          f"| {r['n']} | {r['wall_time_s_median']:.1f} |")
         lines.append("")
+        note = headroom_note(teacher, students, primary)
+        if note:
+            lines += [note, ""]
     if estimate is not None:
         lines += [f"NTK estimate before training ({estimate['num_kernels']} kernels, random optics, "
                   f"{estimate['n_train']} training images): {estimate['estimate'] * 100:.2f} %", ""]

@@ -137,8 +137,8 @@ def step_loss(net: nn.Module, model: nn.Module, loss_fn: DistillationLoss, task:
               teacher: nn.Module | None = None,
               teacher_kernel: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
               param_names: list[str] | None = None, precision: str = "fp32",
-              global_batch: tuple[torch.Tensor, Callable[[], torch.Tensor]] | None = None
-              ) -> tuple[torch.Tensor, Logs]:
+              global_batch: tuple[torch.Tensor, Callable[[], torch.Tensor]] | None = None,
+              progress: float = 0.0) -> tuple[torch.Tensor, Logs]:
     """One training step's objective: the forward passes (the digital parts under autocast) and
     ``loss_fn``; ``net`` is ``model`` or its DDP wrapper. ``global_batch`` (torchrun with several
     processes): (indices, a function giving the images) of the whole batch, of which
@@ -157,7 +157,7 @@ def step_loss(net: nn.Module, model: nn.Module, loss_fn: DistillationLoss, task:
             x=x, y=y, index=index, student=model, student_outputs=out, task=task, teacher=teacher,
             teacher_outputs=t_out,
             teacher_kernel=(_float32_kernel(teacher_kernel, x, index) if teacher_kernel else None),
-            ntk_params=param_names, student_input=student_input,
+            ntk_params=param_names, student_input=student_input, progress=progress,
         )
         if global_batch is not None:
             gidx, images = global_batch
@@ -316,7 +316,8 @@ def train_model(
                                    teacher=teacher, teacher_kernel=teacher_kernel, param_names=param_names,
                                    device=device, precision=precision,
                                    global_batch=((batch, lambda: x_all[batch].to(device)) if dist.world_size() > 1
-                                                 else None))
+                                                 else None),
+                                   progress=(epoch * steps_per_epoch + step) / (settings.epochs * steps_per_epoch))
             loss_value = float(loss.detach())  # the step's one wait for the device
             if not dist.all_finite(math.isfinite(loss_value)):
                 raise TrainingDiverged(
