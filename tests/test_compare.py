@@ -157,3 +157,5 @@ def test_results_say_when_the_teacher_leaves_no_headroom():
     assert "+1.00 points" in note and "headroom" in note
     assert headroom_note({"test_accuracy": 0.99}, students, "accuracy") == ""  # 2.5 points ahead
     assert headroom_note(None, students, "accuracy") == ""
+    one_seed = [{"test_accuracy_mean": 0.965, "test_accuracy_std": 0.0, "n": 1}]
+    assert "(one seed each)" in headroom_note({"test_accuracy": 0.975}, one_seed, "accuracy")

@@ -84,8 +84,9 @@ def headroom_note(teacher: dict[str, Any] | None, students: list[dict[str, Any]]
     lead = teacher[f"test_{primary}"] - best
     if lead >= max(0.015, 2 * spread):
         return ""
-    return (f"How to read this: the teacher is {lead * 100:+.2f} points from the best student (seed std up to "
-            f"{spread * 100:.2f}): it leaves too little headroom for distillation to show a difference on this "
+    spread_text = (f"seed std up to {spread * 100:.2f}" if any(r.get("n", 2) > 1 for r in students)
+                   else "one seed each")
+    return (f"How to read this: the teacher is {lead * 100:+.2f} points from the best student ({spread_text}): it leaves too little headroom for distillation to show a difference on this "
             f"data; compare methods where the teacher leads by several points (docs/ntk.md).")
 
 
