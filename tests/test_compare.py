@@ -89,6 +89,12 @@ def test_compare_runs_the_protocol_and_resumes(tiny_optics, tmp_path):
     (["compare.space.kd={\"task.dataset\" = [\"digits\", \"shapes-rgb\"]}"], "task.dataset: a variant"),
     (["compare.space.kd={\"temperature\" = [2.0]}"], "not a dotted setting"),
     (["compare.search_seeds=0"], "compare.search_seeds"),
+    (["compare.space.kdd={\"distill.kd.temperature\" = [2.0, 4.0]}"], "compare.space.kdd"),
+    (["compare.space.none={\"train.lr\" = 0.01}"], "must list at least one value"),
+    (["compare.space=3"], "compare.space: must be a table of methods"),
+    (["compare.space.kd=[1, 2]"], "compare.space: entry 'kd' must be a table"),
+    (["compare.recipe=\"nnoe\""], "compare.recipe"),
+    (["compare.space.none={\"train.lrr\" = [0.01, 0.03]}"], "compare.space.none: train: unknown key 'lrr'"),
 ])
 def test_bad_protocol_settings_are_one_line_and_write_nothing(tiny_optics, tmp_path, sets, message):
     args = ["compare", *SMALL, "--out", str(tmp_path)]
@@ -159,3 +165,22 @@ def test_results_say_when_the_teacher_leaves_no_headroom():
     assert headroom_note(None, students, "accuracy") == ""
     one_seed = [{"test_accuracy_mean": 0.965, "test_accuracy_std": 0.0, "n": 1}]
     assert "(one seed each)" in headroom_note({"test_accuracy": 0.975}, one_seed, "accuracy")
+
+
+def test_a_cut_teacher_kernel_file_is_rebuilt(tiny_optics, tmp_path):
+    """A kernel file cut by a kill (or not a state dict at all) is rebuilt and replaced, never fatal."""
+    import torch
+
+    from onnx_run.config import load_config
+    from onnx_run.pipeline import Pipeline
+
+    cfg = load_config(None, ["teacher_train.epochs=1", "teacher_train.max_train=64", "run.progress=false"],
+                      {"optics": "tiny", "distill": "ntkd"})
+    first = Pipeline(cfg, tmp_path / "a")
+    idx = torch.tensor([1, 5, 2])
+    k1 = first.teacher_kernel()(None, idx)
+    path = next(Path(first.teacher()[1]["source"]).glob("ntk-*.pt"))
+    path.write_bytes(path.read_bytes()[:100])
+    k2 = Pipeline(cfg, tmp_path / "b").teacher_kernel()(None, idx)
+    assert torch.allclose(k1, k2)
+    assert path.stat().st_size > 100  # replaced by a whole file

@@ -111,8 +111,14 @@ class Comparison:
     """One comparison run directory: search trials, final students, tables and a figure."""
 
     def __init__(self, cfg: RunConfig, run_dir: Path | None = None, *, echo: Callable[[str], None] = print):
+        from onnx_run.plugins import get_component
+
         methods = list(cfg.students.methods)
         recipe = cfg.compare.recipe
+        if recipe:
+            get_component("distillation_losses", recipe, key="compare.recipe")  # a misspelt name: one line
+        for name in cfg.compare.space:  # a grid for a method not compared now is kept; a misspelt one is not
+            get_component("distillation_losses", name, key=f"compare.space.{name}")
         # the recipe's method is searched first: the others train with what it chose
         self.methods = ([recipe] if recipe in methods else []) + [m for m in methods if m != recipe]
         self.recipe_method = recipe if recipe in methods else None
@@ -123,9 +129,10 @@ class Comparison:
         self.run_dir = Path(run_dir) if run_dir is not None else compare_run_dir(cfg)
         self.echo = echo
         self.grids = {m: grid_of(cfg, m) for m in self.methods}
-        check_budgets(self.grids)
-        # every point resolves before anything is written or trained
+        # every point resolves before anything is written or trained (a misspelt key is named
+        # before a grid size is compared)
         self.point_cfgs = {m: [point_config(cfg, p, m) for p in g] for m, g in self.grids.items()}
+        check_budgets(self.grids)
         self.pipe = Pipeline(cfg, self.run_dir)
         self.primary = self.pipe.task.primary_metric
         for configs in self.point_cfgs.values():

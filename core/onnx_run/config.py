@@ -137,14 +137,21 @@ class EstimateSettings:
     curve: bool = True
 
 
-def _search_space(instance: Any, attribute: Any, value: dict[str, dict[str, list[Any]]]) -> None:
+def _search_space(instance: Any, attribute: Any, value: Any) -> None:
+    """``{method: {"section.key": [values]}}``, checked here (not by cattrs) so that every shape
+    mistake names the method and the key."""
+    if not isinstance(value, dict):
+        raise ValueError(f"'{attribute.name}' must be a table of methods, e.g. [compare.space.kd], got {value!r}")
     for method, grid in value.items():
+        if not isinstance(grid, dict):
+            raise ValueError(f"'{attribute.name}' entry {method!r} must be a table {{\"section.key\" = [values]}}, "
+                             f"got {grid!r}")
         for key, values in grid.items():
             if "." not in key:
-                raise ValueError(f"'{attribute.name}' of {method!r}: {key!r} is not a dotted setting such as "
+                raise ValueError(f"'{attribute.name}' entry {method!r}: {key!r} is not a dotted setting such as "
                                  f"distill.kd.temperature")
             if not isinstance(values, list) or not values:
-                raise ValueError(f"'{attribute.name}' of {method!r}: {key!r} must list at least one value")
+                raise ValueError(f"'{attribute.name}' entry {method!r}: {key!r} must list at least one value")
 
 
 @attrs.define(kw_only=True)
@@ -163,7 +170,7 @@ class CompareSettings:
     search_seeds: int = attrs.field(default=1, validator=[v.ge(1), v.le(20)])
     search_epochs: int = attrs.field(default=0, validator=[v.ge(0), v.le(10000)])
     search_max_train: int = attrs.field(default=0, validator=v.ge(0))
-    space: dict[str, dict[str, list[Any]]] = attrs.field(factory=dict, validator=_search_space)
+    space: Any = attrs.field(factory=dict, validator=_search_space)  # checked by _search_space
     #: the method searched first whose chosen ``train.*`` settings (the training recipe:
     #: learning rates) every other method then trains with, as it shares the data and epochs;
     #: "" (or a method not compared): each method keeps the run's own train.* settings

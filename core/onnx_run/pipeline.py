@@ -132,10 +132,16 @@ class Pipeline:
             teacher, info = self.teacher()
             x = self.splits.train.tensors[0].to(self.device)
             path = self._teacher_kernel_file(info)
+            cache = None
             if path is not None and path.exists():
-                state = load_checkpoint(path, map_location=self.device)
-                cache = TeacherKernelCache.from_state(teacher, state, reduce=self.task.ntk_reduce)
-            else:
+                try:
+                    cache = TeacherKernelCache.from_state(teacher, load_checkpoint(path, map_location=self.device),
+                                                          reduce=self.task.ntk_reduce)
+                except (UserError, KeyError, TypeError, ValueError):
+                    cache = None  # a cut or foreign file: rebuilt and replaced below
+                if cache is not None and cache.n != x.shape[0]:
+                    cache = None
+            if cache is None:
                 cache = bounded_cache(teacher, x, reduce=self.task.ntk_reduce, progress=self.progress)
                 if path is not None:
                     save_checkpoint(path, cache.state())
@@ -158,7 +164,7 @@ class Pipeline:
         digest = hashlib.sha256()
         digest.update(json.dumps({"task": self.cfg.task.name, "config": unstructure(self.cfg.task.config),
                                   "shape": list(x.shape), "version": 1}, sort_keys=True).encode())
-        digest.update(x.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(x.detach().cpu().contiguous().numpy().data)  # the buffer itself, not a copy
         return source / f"ntk-{digest.hexdigest()[:16]}.pt"
 
     # -- stages -----------------------------------------------------------------------------

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import math
+
 import attrs
 import torch
 import torch.nn.functional as F
@@ -85,19 +87,17 @@ class KDLoss(DistillationLoss):
 
 
 NTK_METHODS = ("exact", "jvp", "fd", "structured")
+DISCREPANCIES = ("mse", "mse_normalized", "alignment", "alignment_centered")
 BETA_SCHEDULES = ("constant", "linear", "cosine")
 
 
 def scheduled(weight: float, schedule: str, progress: float) -> float:
     """``weight`` at ``progress`` (0 = first step, 1 = end) of training under ``schedule``."""
-    import math
-
     if schedule == "linear":
         return weight * (1.0 - progress)
     if schedule == "cosine":
         return weight * 0.5 * (1.0 + math.cos(math.pi * progress))
     return weight
-DISCREPANCIES = ("mse", "mse_normalized", "alignment", "alignment_centered")
 
 
 @attrs.define(kw_only=True)
