@@ -159,7 +159,7 @@ def recorded_run(tmp_path, tiny_optics):
     """Train a tiny student for two epochs with a recording plugin installed."""
     from onnx_run.components import HybridModel
     from onnx_run.config import load_config
-    from onnx_run.train.loop import train_model
+    from onnx_run.train.loop import Output, Recipe, TrainData, Trainee, Training
 
     rec = Recorder()
     _with(rec, "recorder")
@@ -168,8 +168,10 @@ def recorded_run(tmp_path, tiny_optics):
     splits = task.datasets(image_size=(16, 16), channels=1, seed=0)
     frontend = cfg.optics.build()
     model = HybridModel(frontend, task.build_backend(frontend.feature_shape(), 10))
-    train_model(model, task, splits, cfg.train, tmp_path / "run", loss_fn=cfg.methods["distill"]["none"].build(),
-                seed=0, device=torch.device("cpu"), desc="recorded", progress=False)
+    Training(trainee=Trainee(model=model, loss_fn=cfg.methods["distill"]["none"].build()),
+             data=TrainData(task=task, splits=splits),
+             recipe=Recipe(settings=cfg.train, seed=0, device=torch.device("cpu")),
+             output=Output(run_dir=tmp_path / "run", desc="recorded", progress=False)).run()
     return rec.calls, tmp_path / "run"
 
 

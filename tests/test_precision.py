@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import math
 
 import attrs
@@ -20,7 +22,7 @@ from onnx_run.precision import autocast, check_precision
 from onnx_run.tasks.backends import FCBackend
 from onnx_run.train import loop
 from onnx_run.train.checkpoint import load_checkpoint
-from onnx_run.train.loop import train_model
+from onnx_run.train.loop import Output, Recipe, TrainData, Trainee, Training
 
 CPU = torch.device("cpu")
 
@@ -155,9 +157,11 @@ def tiny(tiny_training):
 def _train(tiny, run_dir, precision, loss=None, teacher=None, teacher_kernel=None, model=None, settings=None):
     cfg, task, splits, build = tiny
     m = model if model is not None else build()
-    summary = train_model(m, task, splits, settings or cfg.train, run_dir, loss_fn=loss or NoDistillation(None), seed=1,
-                          device=CPU, teacher=teacher, teacher_kernel=teacher_kernel, progress=False,
-                          precision=precision)
+    summary = Training(
+        trainee=Trainee(model=m, loss_fn=loss or NoDistillation(None), teacher=teacher, teacher_kernel=teacher_kernel),
+        data=TrainData(task=task, splits=splits),
+        recipe=Recipe(settings=settings or cfg.train, seed=1, device=CPU, precision=precision),
+        output=Output(run_dir=run_dir, progress=False)).run()
     return m, summary
 
 
@@ -305,18 +309,22 @@ def test_pipeline_and_teacher_use_run_precision(tmp_path, tiny_optics, monkeypat
     pipe = pipeline.Pipeline(cfg16, tmp_path / "run")
     assert pipe.precision == "bf16"
     calls: list[str] = []
-    monkeypatch.setattr(pipeline, "train_model", lambda *a, **k: calls.append(k["precision"]) or {})
+    def fake_training(**k):
+        calls.append(k["recipe"].precision)
+        return types.SimpleNamespace(run=lambda: {})
+
+    monkeypatch.setattr(pipeline, "Training", fake_training)
     pipe.stage_students()
     assert calls == ["bf16"]
 
     class Stop(Exception):
         pass
 
-    def fake_train(*a, **k):
-        calls.append(k["precision"])
+    def fake_train(**k):
+        calls.append(k["recipe"].precision)
         raise Stop
 
-    monkeypatch.setattr(teacher_mod, "train_model", fake_train)
+    monkeypatch.setattr(teacher_mod, "Training", fake_train)
     with pytest.raises(Stop):
         pipe.teacher()
     assert calls == ["bf16", "bf16"]

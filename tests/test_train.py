@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import types
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from onnx_run.config import load_config
 from onnx_run.distill.losses import NoDistillation
 from onnx_run.errors import UserError
 from onnx_run.train.checkpoint import load_checkpoint
-from onnx_run.train.loop import TrainingDiverged, train_model
+from onnx_run.train.loop import Output, Recipe, TrainData, Trainee, Training, TrainingDiverged, train_model
 
 
 class NaNAfter(NoDistillation):
@@ -35,8 +36,9 @@ def setup(tiny_training):
 def _train(setup, run_dir, loss):
     cfg, task, splits, model = setup
     m = model()
-    return m, train_model(m, task, splits, cfg.train, run_dir, loss_fn=loss, seed=3, device=torch.device("cpu"),
-                          progress=False)
+    return m, Training(trainee=Trainee(model=m, loss_fn=loss), data=TrainData(task=task, splits=splits),
+                       recipe=Recipe(settings=cfg.train, seed=3, device=torch.device("cpu")),
+                       output=Output(run_dir=run_dir, progress=False)).run()
 
 
 def test_resume_after_kill_is_identical(setup, tmp_path, kill_after):
@@ -84,8 +86,9 @@ def test_teacher_cached_and_checkpoint_mismatch(setup, tmp_path, monkeypatch):
                                 progress=False)
     assert (cache_root() / "teachers").exists() and info["test_accuracy"] > 0.1
     calls = []
-    monkeypatch.setattr("onnx_run.train.teacher.train_model",
-                        lambda *a, **k: calls.append(1) or json.loads((a[4] / "summary.json").read_text()))
+    monkeypatch.setattr("onnx_run.train.teacher.Training",
+                        lambda **k: calls.append(1) or types.SimpleNamespace(
+                            run=lambda: json.loads((k["output"].run_dir / "summary.json").read_text())))
     again, info2 = get_teacher(cfg, task, splits, dataset="digits", seed=0, device=torch.device("cpu"),
                                progress=False)
     assert info2["test_accuracy"] == info["test_accuracy"]
@@ -118,3 +121,19 @@ def test_pipeline_through_cli_with_seeds(tmp_path, tiny_optics):
     assert again.exit_code == 0
     other = CliRunner().invoke(cli, args[:-2] + ["--set", "train.epochs=2"] + args[-2:])
     assert other.exit_code == 2 and "holds a different config" in other.output
+
+
+
+def test_train_model_is_deprecated_but_trains_the_same(setup, tmp_path):
+    """The old 19-argument entry point warns and runs the same Training (same weights)."""
+    cfg, task, splits, model = setup
+    ref_model, ref = _train(setup, tmp_path / "new", NoDistillation(None))
+    old_model = model()
+    with pytest.warns(DeprecationWarning, match="use onnx_run.train.Training"):
+        old = train_model(old_model, task, splits, cfg.train, tmp_path / "old", loss_fn=NoDistillation(None),
+                          seed=3, device=torch.device("cpu"), progress=False)
+    assert old["test_accuracy"] == ref["test_accuracy"]
+    for a, b in zip(ref_model.state_dict().values(), old_model.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.warns(DeprecationWarning), pytest.raises(TypeError, match="unexpected keyword argument 'sed'"):
+        train_model(model(), task, splits, cfg.train, tmp_path / "bad", loss_fn=NoDistillation(None), sed=3)

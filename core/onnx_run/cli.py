@@ -143,7 +143,9 @@ def cli(ctx: click.Context, resume, stages, teacher_checkpoint, dry_run, **kwarg
         say("dry run: nothing was trained or written")
         return
     try:
-        pipe.run(chosen, echo=click.echo)
+        from onnx_run.report.run_figures import write_report
+
+        pipe.run(chosen, echo=click.echo, stage_functions={"report": write_report})
     finally:
         shutdown()
     results = pipe.run_dir / "results.md"
@@ -238,8 +240,10 @@ def compare_cmd(resume, search_only, **kwargs) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False))
 def report_cmd(run_dir: str) -> None:
     """Rebuild results tables and figures from a finished (or partial) run directory."""
+    from onnx_run.report.run_figures import write_report
+
     pipe = _open_run(run_dir)
-    pipe.stage_report()
+    write_report(pipe)
     click.echo((pipe.run_dir / "results.md").read_text())
 
 

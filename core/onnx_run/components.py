@@ -291,3 +291,14 @@ class ErrorModel:
 
     def apply_to_measurement(self, features: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return features
+
+
+@attrs.define
+class RunInfo:
+    """What lifecycle hooks (``on_run_start``, ``on_epoch_end``, ``on_run_end``) see about a run:
+    part of the contract, so a logger plugin needs nothing from the training loop."""
+
+    run_dir: Path
+    name: str
+    seed: int
+    config: dict[str, Any] = attrs.field(factory=dict)

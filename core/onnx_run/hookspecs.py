@@ -12,7 +12,7 @@ import click
 import pluggy
 
 if TYPE_CHECKING:
-    from onnx_run.train.loop import RunInfo
+    from onnx_run.components import RunInfo
 
 hookspec = pluggy.HookspecMarker("onnx_run")
 hookimpl = pluggy.HookimplMarker("onnx_run")

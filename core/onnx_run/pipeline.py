@@ -12,7 +12,7 @@ import copy
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -21,7 +21,7 @@ from onnx_run.config import RunConfig, load_toml, resolve
 from onnx_run.errors import UserError
 from onnx_run.precision import check_precision
 from onnx_run.train.checkpoint import atomic_write_text, write_json
-from onnx_run.train.loop import resolve_device, seed_everything, train_model
+from onnx_run.train.loop import Output, Recipe, TrainData, Trainee, Training, resolve_device, seed_everything
 
 STAGES: tuple[str, ...] = ("estimate", "teacher", "students", "realise", "fabricate", "compensate", "report")
 #: stages whose training is data-parallel under torchrun; the others run on rank 0 only
@@ -187,10 +187,12 @@ class Pipeline:
         teacher = self.teacher()[0] if loss_fn.needs_teacher else None
         kernel = self.teacher_kernel() if loss_fn.needs_teacher_kernel else None
         model = self.build_student(seed)
-        return train_model(model, self.task, self.splits, settings or self.cfg.train, run_dir, loss_fn=loss_fn,
-                           seed=seed, device=self.device, teacher=teacher, teacher_kernel=kernel,
-                           desc=desc or f"student {method} seed {seed}", progress=self.progress,
-                           precision=self.precision)
+        return Training(
+            trainee=Trainee(model=model, loss_fn=loss_fn, teacher=teacher, teacher_kernel=kernel),
+            data=TrainData(task=self.task, splits=self.splits),
+            recipe=Recipe(settings=settings or self.cfg.train, seed=seed, device=self.device, precision=self.precision),
+            output=Output(run_dir=run_dir, desc=desc or f"student {method} seed {seed}", progress=self.progress),
+        ).run()
 
     def stage_students(self) -> dict[str, list[dict[str, Any]]]:
         results: dict[str, list[dict[str, Any]]] = {}
@@ -421,19 +423,18 @@ class Pipeline:
             rows += self.compensate_device(info["name"])
         return {"compensation": rows}
 
-    def stage_report(self) -> dict[str, Any]:
-        from onnx_run.report.run_figures import make_figures
-        from onnx_run.report.tables import write_results
+    def run(self, stages: tuple[str, ...] = STAGES, echo=print, *,
+            stage_functions: Mapping[str, Callable[["Pipeline"], Any]] | None = None) -> dict[str, Any]:
+        """Run the stages in order, one status line per stage (inner progress bars below it).
 
-        figs = make_figures(self)
-        robust = self.run_dir / "figures" / "robustness.png"
-        if robust.exists() and robust not in figs:
-            figs.append(robust)
-        return write_results(self.run_dir, primary=self.task.primary_metric, figures=[str(f) for f in figs],
-                             devices=[d["name"] for d in self.config_devices()])
-
-    def run(self, stages: tuple[str, ...] = STAGES, echo=print) -> dict[str, Any]:
-        """Run the stages in order, one status line per stage (inner progress bars below it)."""
+        ``stage_functions`` supplies stages that live above the pipeline (DESIGN's layers:
+        ``report`` reads the pipeline, never the reverse): the CLI passes
+        ``{"report": onnx_run.report.run_figures.write_report}``."""
+        stage_functions = dict(stage_functions or {})
+        missing = [s for s in stages if s not in stage_functions and not hasattr(self, f"stage_{s}")]
+        if missing:
+            raise UserError(f"stages: {', '.join(missing)} need(s) a stage function from the caller "
+                            f"(the report stage comes from onnx_run.report.run_figures.write_report)")
         from onnx_run.train.distributed import barrier, is_main, solo, world_size
 
         self.prepare()
@@ -445,10 +446,10 @@ class Pipeline:
             t0 = time.perf_counter()
             say(f"[{i}/{len(stages)}] {stage} ...")
             if stage in PARALLEL_STAGES or world_size() == 1:
-                out[stage] = getattr(self, f"stage_{stage}")()
+                out[stage] = self._stage(stage, stage_functions)
             elif main:
                 with solo():  # rank 0 alone: its trainings (fine-tuning) must not wait for the others
-                    out[stage] = getattr(self, f"stage_{stage}")()
+                    out[stage] = self._stage(stage, stage_functions)
             barrier()  # ranks other than 0 wait while rank 0 runs a serial stage
             timings[stage] = round(time.perf_counter() - t0, 2)
             note = _stage_note(stage, out.get(stage), self.task.primary_metric)
@@ -458,6 +459,11 @@ class Pipeline:
             previous = json.loads(path.read_text()) if path.exists() else {}
             write_json(path, {**previous, **timings})
         return out
+
+    def _stage(self, stage: str, stage_functions: Mapping[str, Callable[["Pipeline"], Any]]) -> Any:
+        if stage in stage_functions:
+            return stage_functions[stage](self)
+        return getattr(self, f"stage_{stage}")()
 
 
 def _stage_note(stage: str, result: Any, metric: str) -> str:

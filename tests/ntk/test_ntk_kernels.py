@@ -8,7 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from onnx_run.ntk import NTK_METHODS, empirical_ntk, empirical_ntk_full, kernel_discrepancy
-from onnx_run.ntk.kernels import kernel_factors, resolve_params
+from onnx_run.ntk.arguments import resolve_params
+from onnx_run.ntk.factors import cross_kernel
+from onnx_run.ntk.structured import kernel_factors
 
 DT = torch.float64
 
@@ -189,8 +191,6 @@ def test_both_structured_forms_are_exact(form):
     p = resolve_params(m, None)
     fac = kernel_factors(m, x, p, None, structured=True, force_form=form)
     assert (len(fac.products) > 0) == (form == "product")
-    from onnx_run.ntk.kernels import cross_kernel
-
     assert_close(cross_kernel(fac, fac), empirical_ntk(m, x, method="exact"))
 
 

@@ -13,6 +13,7 @@ import os
 import pickle
 import struct
 
+import attrs
 import numpy as np
 import pytest
 import torch
@@ -626,3 +627,63 @@ def test_catalogue_and_argument_errors():
         load_classification_dataset("digits", seed="x", **kw)
     # Names are forgiving about case and underscores.
     assert load_classification_dataset("Digits", **kw).name == "digits"
+
+
+# --------------------------------------------------------------------------- reader registry
+
+
+def test_registry_lists_the_formats_in_order():
+    from onnx_run.tasks.formats import registry
+
+    order = ["digits", "shapes-rgb", "mnist", "fashion-mnist", "cifar10", "folder"]
+    assert list(CLASSIFICATION_DATASETS) == order == list(registry.READERS)
+    assert CLASSIFICATION_DATASETS == {n: r.description for n, r in registry.READERS.items()}
+    official = {n for n, r in registry.READERS.items() if r.official_test}
+    needs_dir = {n for n, r in registry.READERS.items() if r.needs_data_dir}
+    assert official == {"mnist", "fashion-mnist", "cifar10"}
+    assert needs_dir == official | {"folder"}
+    with pytest.raises(ValueError, match="already registered"):
+        ds.register_reader(attrs.evolve(registry.READERS["digits"]))
+
+
+@pytest.fixture
+def registered():
+    """Register readers for one test and take them out of the registry afterwards."""
+    from onnx_run.tasks.formats import registry
+
+    names = []
+
+    def register(reader):
+        names.append(reader.name)
+        return ds.register_reader(reader)
+
+    yield register
+    for n in names:
+        registry.READERS.pop(n, None)
+        registry.DESCRIPTIONS.pop(n, None)
+
+
+def test_a_registered_format_is_split_like_the_built_ins(registered):
+    def read(data_dir, *, seed, image_size, channels):
+        labels = np.arange(40) % 4
+        images = torch.from_numpy(np.linspace(0, 1, 40 * 36, dtype=np.float32).reshape(40, 1, 6, 6))
+        return ds.FormatData(images=images, labels=labels.astype(np.int64), classes=["a", "b", "c", "d"])
+
+    registered(ds.DatasetReader(name="ramp", description="a test ramp", needs_data_dir=False,
+                                official_test=False, read=read))
+    assert CLASSIFICATION_DATASETS["ramp"] == "a test ramp"
+    d = load_classification_dataset("Ramp", image_size=(6, 6), channels=3, seed=1)
+    assert (len(d.train), len(d.val), len(d.test)) == (28, 4, 8)
+    assert d.classes == ("a", "b", "c", "d") and d.train.tensors[0].shape == (28, 3, 6, 6)
+
+
+def test_an_official_test_reader_must_return_its_test_set(registered):
+    def read(data_dir, **_):
+        return ds.FormatData(images=np.zeros((4, 5, 5), np.uint8), labels=np.arange(4) % 2, classes="ab")
+
+    registered(ds.DatasetReader(name="no-test", description="broken", needs_data_dir=False,
+                                official_test=True, read=read))
+    with pytest.raises(TypeError, match="no test_images"):
+        load_classification_dataset("no-test", image_size=(5, 5), channels=1)
+    with pytest.raises(ValueError, match="lower case"):
+        ds.DatasetReader(name="Bad_Name", description="x", needs_data_dir=False, official_test=False, read=read)

@@ -194,7 +194,7 @@ class NTKDLoss(DistillationLoss):
         process forms the same n x n kernels as one process would; DDP's average of the
         gradients is then that of the single-process loss (tested)."""
         from onnx_run.ntk import ntk_factors
-        from onnx_run.ntk.kernels import cross_kernel
+        from onnx_run.ntk.factors import cross_kernel
 
         cfg: NTKDConfig = self.config
         gb = ctx.global_batch

@@ -19,7 +19,7 @@ from torch.utils.data import TensorDataset
 from onnx_run.distill.losses import NoDistillation
 from onnx_run.errors import UserError
 from onnx_run.train.checkpoint import write_json
-from onnx_run.train.loop import evaluate, train_model
+from onnx_run.train.loop import Output, Recipe, TrainData, Trainee, Training, evaluate
 
 FINETUNE_METHODS = ("none", "e2e", "kd", "ntkd")
 
@@ -86,9 +86,12 @@ def finetune_backend(*, task, splits, backend: torch.nn.Module, train_idx: torch
 
         cache = bounded_cache(teacher, data.train.tensors[0].to(device), reduce=task.ntk_reduce, progress=progress)
         teacher_kernel = lambda xb, idx: cache.kernel(idx)  # noqa: E731  (idx on the CPU: checked there)
-    # positions in the captured subset: train_model indexes train data and features alike
-    return train_model(model, task, data, settings, run_dir, loss_fn=loss_fn, seed=seed, device=device,
-                       teacher=teacher if loss_fn.needs_teacher else None, teacher_kernel=teacher_kernel,
-                       param_names=[n for n, p in model.named_parameters() if p.requires_grad],
-                       train_inputs=train_features, desc=f"finetune {method} seed {seed}", progress=progress,
-                       keep_initial=True, precision=precision)
+    # positions in the captured subset: the training indexes train data and features alike
+    return Training(
+        trainee=Trainee(model=model, loss_fn=loss_fn, teacher=teacher if loss_fn.needs_teacher else None,
+                        teacher_kernel=teacher_kernel,
+                        param_names=[n for n, p in model.named_parameters() if p.requires_grad], keep_initial=True),
+        data=TrainData(task=task, splits=data, train_inputs=train_features),
+        recipe=Recipe(settings=settings, seed=seed, device=device, precision=precision),
+        output=Output(run_dir=run_dir, desc=f"finetune {method} seed {seed}", progress=progress),
+    ).run()

@@ -7,7 +7,10 @@
 - kernel_discrepancy: the NTKD loss term between student and teacher kernels.
 - kernel_ridge_regression / select_ridge: NTK regression for the pre-training estimate.
 - TeacherKernelCache: the frozen teacher's kernel, precomputed once per dataset.
-Methods, costs and when to use which: docs/ntk.md.
+Methods, costs and when to use which: docs/ntk.md. Where the code lives: kernels.py (the entry
+points above, over NTK_METHODS), one module per method (exact.py, structured.py, estimators.py
+for "jvp"/"fd"), factors.py (KernelFactors, cross_kernel, FactorSketch) and arguments.py (the
+checks every method shares).
 """
 
 from onnx_run.ntk.discrepancy import DISCREPANCIES, kernel_discrepancy

@@ -27,16 +27,10 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from onnx_run.ntk.kernels import (
-    FactorSketch,
-    KernelFactors,
-    Reduce,
-    check_samplewise,
-    cross_kernel,
-    empirical_ntk,
-    kernel_factors,
-    resolve_params,
-)
+from onnx_run.ntk.arguments import Reduce, check_samplewise, resolve_params
+from onnx_run.ntk.factors import FactorSketch, KernelFactors, cross_kernel
+from onnx_run.ntk.kernels import empirical_ntk
+from onnx_run.ntk.structured import kernel_factors
 
 _CACHE_METHODS = ("structured", "exact")
 

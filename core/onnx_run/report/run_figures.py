@@ -1,4 +1,5 @@
-"""The figures of a pipeline run, rebuilt from what its run directory holds."""
+"""The report stage of a pipeline run: its figures and tables, rebuilt from what its run
+directory holds. It sits above the pipeline (it reads one); the pipeline never imports it."""
 
 from __future__ import annotations
 
@@ -89,3 +90,15 @@ def make_figures(pipe: Any) -> list[Path]:
     if export.exists():
         made += sorted(export.glob("*.png"))
     return made
+
+
+def write_report(pipe: Any) -> dict[str, Any]:
+    """The pipeline's ``report`` stage: figures, then results.md / results.json."""
+    from onnx_run.report.tables import write_results
+
+    figs = make_figures(pipe)
+    robust = pipe.run_dir / "figures" / "robustness.png"
+    if robust.exists() and robust not in figs:
+        figs.append(robust)
+    return write_results(pipe.run_dir, primary=pipe.task.primary_metric, figures=[str(f) for f in figs],
+                         devices=[d["name"] for d in pipe.config_devices()])

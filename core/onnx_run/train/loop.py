@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from onnx_run.components import DistillationLoss, DistillContext, GlobalBatch, Logs, Task
+from onnx_run.components import DistillationLoss, DistillContext, GlobalBatch, Logs, RunInfo, Task
 from onnx_run.config import TrainSettings
 from onnx_run.errors import UserError
 from onnx_run.precision import autocast, check_precision, float32_region, make_grad_scaler, to_float32
@@ -32,16 +32,6 @@ from onnx_run.train.checkpoint import load_checkpoint, save_checkpoint, write_js
 
 class TrainingDiverged(UserError):
     """The loss became NaN/inf; the last good checkpoint is kept."""
-
-
-@attrs.define
-class RunInfo:
-    """What lifecycle hooks see about a run."""
-
-    run_dir: Path
-    name: str
-    seed: int
-    config: dict[str, Any] = attrs.field(factory=dict)
 
 
 def seed_everything(seed: int) -> None:
@@ -189,189 +179,277 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def train_model(
-    model: nn.Module,
-    task: Task,
-    splits: Any,
-    settings: TrainSettings,
-    run_dir: Path,
-    *,
-    loss_fn: DistillationLoss,
-    seed: int,
-    device: torch.device,
-    teacher: nn.Module | None = None,
-    teacher_kernel: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-    param_names: list[str] | None = None,
-    train_inputs: torch.Tensor | None = None,
-    train_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    eval_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    desc: str = "train",
-    progress: bool = True,
-    hooks: bool = True,
-    keep_initial: bool = False,
-    precision: str = "fp32",
-) -> dict[str, Any]:
-    """Train ``model`` (only ``param_names`` if given) and return the summary.
+@attrs.define
+class Trainee:
+    """What to train: the model, its loss, and what that loss needs (a frozen teacher, the
+    teacher's batch kernel ``teacher_kernel(x, index)``). Only ``param_names`` train when given;
+    ``keep_initial`` counts the starting weights as a candidate for best.pt (fine-tuning must
+    never end worse on validation than where it started)."""
 
-    The run directory receives metrics.jsonl (one line per epoch), last.pt (every epoch,
-    for resume), best.pt (best validation primary metric) and summary.json (test metrics of
-    the best model). An existing summary.json means the run is done: it is returned as is.
-    ``train_inputs`` replaces what the student sees for the training images (e.g. captured
-    feature maps after fabrication); the teacher always sees the raw images.
-    ``teacher_kernel(x, index)`` gives the teacher NTK of a batch. ``keep_initial`` counts the
-    starting weights as a candidate for best.pt (fine-tuning must never end worse on the
-    validation set than where it started). ``precision``: "fp32", "bf16" or "fp16" (CUDA only):
-    forward passes and losses run under autocast (the optics and NTKs stay float32); fp16 scales
-    the loss with a GradScaler (overflowing steps are skipped), whose state goes into last.pt.
+    model: nn.Module
+    loss_fn: DistillationLoss
+    teacher: nn.Module | None = None
+    teacher_kernel: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    param_names: list[str] | None = None
+    keep_initial: bool = False
+
+
+@attrs.define
+class TrainData:
+    """On what: the task and its splits. ``train_inputs`` replaces what the student sees for the
+    training images (e.g. captured feature maps after fabrication); the teacher always sees the
+    raw images. The transforms map student inputs before the model (in float32)."""
+
+    task: Task
+    splits: Any
+    train_inputs: torch.Tensor | None = None
+    train_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+    eval_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+@attrs.define
+class Recipe:
+    """How: the train.* settings, the seed, the device and ``run.precision`` ("fp32", "bf16" or
+    "fp16": forward passes and losses under autocast, optics and NTKs in float32; fp16 scales
+    the loss with a GradScaler whose state goes into last.pt)."""
+
+    settings: TrainSettings
+    seed: int
+    device: torch.device
+    precision: str = "fp32"
+
+
+@attrs.define
+class Output:
+    """Where to write: the run directory, the name shown and given to lifecycle hooks, whether
+    progress bars show and whether the hooks are called (a cached teacher calls none)."""
+
+    run_dir: Path
+    desc: str = "train"
+    progress: bool = True
+    hooks: bool = True
+
+
+@attrs.define
+class Training:
+    """One training run: what to train, on what, how, and where to write.
+
+    The run directory receives metrics.jsonl (one line per epoch), last.pt (every epoch, for
+    resume), best.pt (best validation primary metric) and summary.json (test metrics of the
+    best model). An existing summary.json means the run is done: :meth:`run` returns it as is.
+    The pipeline, fine-tuning, teachers and the distributed path all train through this.
     """
-    from onnx_run.plugins import call_lifecycle
 
-    check_precision(precision, device)
-    run_dir = Path(run_dir)
-    summary_path = run_dir / "summary.json"
-    if summary_path.exists():
-        return json.loads(summary_path.read_text())
-    main = dist.is_main()
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    dist.barrier()
-    metrics_path = run_dir / "metrics.jsonl"
-    last_path = run_dir / "last.pt"
+    trainee: Trainee
+    data: TrainData
+    recipe: Recipe
+    output: Output
 
-    x_all, y_all = splits.train.tensors[0], splits.train.tensors[1]
-    student_x = train_inputs if train_inputs is not None else x_all
-    if device.type != "cpu" and _nbytes(x_all, y_all, student_x) <= DATA_ON_DEVICE_MAX_BYTES:
-        # the training set once on the accelerator (MNIST: 0.2 GB, CIFAR-10: 0.6 GB), not a copy per step
-        x_all, y_all, student_x = x_all.to(device), y_all.to(device), student_x.to(device)
-    n = x_all.shape[0]
-    if settings.max_train and settings.max_train < n:
-        keep = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: settings.max_train]
-        keep = keep.sort().values
-    else:
-        keep = torch.arange(n)
-    steps_per_epoch = max(1, math.ceil(len(keep) / settings.batch_size))
+    def run(self) -> dict[str, Any]:
+        """Train (or resume, or return the finished summary) and return the summary."""
+        check_precision(self.recipe.precision, self.recipe.device)
+        run_dir = Path(self.output.run_dir)
+        summary_path = run_dir / "summary.json"
+        if summary_path.exists():
+            return json.loads(summary_path.read_text())
+        if dist.is_main():
+            run_dir.mkdir(parents=True, exist_ok=True)
+        dist.barrier()
+        loop = _Loop(self, run_dir)
+        loop.resume()
+        loop.start()
+        for epoch in range(loop.start_epoch, self.recipe.settings.epochs):
+            loop.epoch(epoch)
+        return loop.finish()
 
-    seed_everything(seed)
-    model.to(device)
-    if teacher is not None:
-        teacher.to(device).eval()
-    if param_names is not None:
-        wanted = set(param_names)
-        for name, p in model.named_parameters():
-            if name not in wanted:
-                p.requires_grad_(False)
-    net = dist.wrap(model, device)  # DDP when launched by torchrun; gradients averaged over ranks
-    opt = make_optimizer(model, settings, param_names)
-    sched = make_scheduler(opt, settings, steps_per_epoch)
-    scaler = make_grad_scaler(device, precision)  # a no-op unless fp16
 
-    start_epoch, best_metric, elapsed = 0, -math.inf, 0.0
-    if last_path.exists():
-        state = load_checkpoint(last_path, map_location=device)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start_epoch = int(state["epoch"]) + 1
-        best_metric = float(state["best_metric"])
-        elapsed = float(state.get("elapsed_s", 0.0))
-        if scaler.is_enabled() and "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"])
-        rows = [r for r in _read_metrics(metrics_path) if r.get("epoch", -1) < start_epoch]
-        if main:
-            metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    elif metrics_path.exists() and main:
-        metrics_path.unlink()  # a previous attempt died before its first checkpoint
-    dist.barrier()
+class _Loop:
+    """The mutable state of one :class:`Training` while it runs (optimizer, schedule, best
+    metric, elapsed time), with one method per phase."""
 
-    if keep_initial and start_epoch == 0:
-        val0 = evaluate(model, task, splits.val, device=device, transform=eval_transform, precision=precision)
-        best_metric = val0[task.primary_metric]
-        if main:
-            save_checkpoint(run_dir / "best.pt", {"model": model.state_dict(), "epoch": -1,
-                                                  task.primary_metric: best_metric})
+    def __init__(self, training: Training, run_dir: Path):
+        self.t, self.run_dir = training, run_dir
+        trainee, data, recipe = training.trainee, training.data, training.recipe
+        self.settings, self.device, self.seed = recipe.settings, recipe.device, recipe.seed
+        self.main = dist.is_main()
+        self.metrics_path, self.last_path = run_dir / "metrics.jsonl", run_dir / "last.pt"
+        x_all, y_all = data.splits.train.tensors[0], data.splits.train.tensors[1]
+        student_x = data.train_inputs if data.train_inputs is not None else x_all
+        if self.device.type != "cpu" and _nbytes(x_all, y_all, student_x) <= DATA_ON_DEVICE_MAX_BYTES:
+            # the training set once on the accelerator (MNIST: 0.2 GB, CIFAR-10: 0.6 GB), not a copy per step
+            x_all, y_all, student_x = x_all.to(self.device), y_all.to(self.device), student_x.to(self.device)
+        self.x_all, self.y_all, self.student_x = x_all, y_all, student_x
+        n = x_all.shape[0]
+        if self.settings.max_train and self.settings.max_train < n:
+            keep = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))[: self.settings.max_train]
+            self.keep = keep.sort().values
+        else:
+            self.keep = torch.arange(n)
+        self.steps_per_epoch = max(1, math.ceil(len(self.keep) / self.settings.batch_size))
+
+        seed_everything(self.seed)
+        model = trainee.model
+        model.to(self.device)
+        if trainee.teacher is not None:
+            trainee.teacher.to(self.device).eval()
+        if trainee.param_names is not None:
+            wanted = set(trainee.param_names)
+            for name, p in model.named_parameters():
+                if name not in wanted:
+                    p.requires_grad_(False)
+        self.net = dist.wrap(model, self.device)  # DDP when launched by torchrun; gradients averaged over ranks
+        self.opt = make_optimizer(model, self.settings, trainee.param_names)
+        self.sched = make_scheduler(self.opt, self.settings, self.steps_per_epoch)
+        self.scaler = make_grad_scaler(self.device, recipe.precision)  # a no-op unless fp16
+        self.start_epoch, self.best_metric, self.elapsed = 0, -math.inf, 0.0
+        self.primary = data.task.primary_metric
+        self.info = RunInfo(run_dir=run_dir, name=training.output.desc, seed=self.seed)
+
+    def _evaluate(self, split) -> dict[str, float]:
+        data = self.t.data
+        return evaluate(self.t.trainee.model, data.task, split, device=self.device,
+                        transform=data.eval_transform, precision=self.t.recipe.precision)
+
+    def _hook(self, name: str, **kwargs: Any) -> None:
+        from onnx_run.plugins import call_lifecycle
+
+        if self.t.output.hooks and self.main:
+            call_lifecycle(name, run=self.info, **kwargs)
+
+    def resume(self) -> None:
+        """Continue from last.pt if one exists (metrics after its epoch are dropped and redone)."""
+        model = self.t.trainee.model
+        if self.last_path.exists():
+            state = load_checkpoint(self.last_path, map_location=self.device)
+            model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
+            self.sched.load_state_dict(state["scheduler"])
+            self.start_epoch = int(state["epoch"]) + 1
+            self.best_metric = float(state["best_metric"])
+            self.elapsed = float(state.get("elapsed_s", 0.0))
+            if self.scaler.is_enabled() and "scaler" in state:
+                self.scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["rng"])
+            rows = [r for r in _read_metrics(self.metrics_path) if r.get("epoch", -1) < self.start_epoch]
+            if self.main:
+                self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        elif self.metrics_path.exists() and self.main:
+            self.metrics_path.unlink()  # a previous attempt died before its first checkpoint
         dist.barrier()
 
-    info = RunInfo(run_dir=run_dir, name=desc, seed=seed)
-    if hooks and main:
-        call_lifecycle("on_run_start", run=info)
-    primary = task.primary_metric
+    def start(self) -> None:
+        if self.t.trainee.keep_initial and self.start_epoch == 0:
+            self.best_metric = self._evaluate(self.t.data.splits.val)[self.primary]
+            if self.main:
+                save_checkpoint(self.run_dir / "best.pt", {"model": self.t.trainee.model.state_dict(), "epoch": -1,
+                                                           self.primary: self.best_metric})
+            dist.barrier()
+        self._hook("on_run_start")
 
-    for epoch in range(start_epoch, settings.epochs):
+    def _step(self, epoch: int, step: int, perm: torch.Tensor) -> tuple[float, Logs]:
+        trainee, data, s = self.t.trainee, self.t.data, self.settings
+        batch = perm[step * s.batch_size:(step + 1) * s.batch_size]
+        idx = dist.local_slice(batch)
+        xb = self.x_all[idx].to(self.device)
+        yb = self.y_all[idx].to(self.device)
+        sb = self.student_x[idx].to(self.device) if data.train_inputs is not None else xb
+        if data.train_transform is not None:
+            sb = data.train_transform(sb)
+        x_all, device = self.x_all, self.device
+        loss, logs = step_loss(self.net, trainee.model, trainee.loss_fn, data.task, x=xb, y=yb, index=idx,
+                               student_input=sb, teacher=trainee.teacher, teacher_kernel=trainee.teacher_kernel,
+                               param_names=trainee.param_names, device=device, precision=self.t.recipe.precision,
+                               global_batch=((batch, lambda: x_all[batch].to(device)) if dist.world_size() > 1
+                                             else None),
+                               progress=(epoch * self.steps_per_epoch + step) / (s.epochs * self.steps_per_epoch))
+        loss_value = float(loss.detach())  # the step's one wait for the device
+        if not dist.all_finite(math.isfinite(loss_value)):
+            raise TrainingDiverged(
+                f"{self.t.output.desc}: loss became {loss_value} at epoch {epoch + 1}, step {step + 1}; "
+                f"stopped, last good checkpoint kept in {self.last_path if self.last_path.exists() else self.run_dir}; "
+                f"lower train.lr / train.optics_lr"
+            )
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()  # unscaled unless fp16
+        if s.grad_clip:
+            self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]], s.grad_clip)
+        self.scaler.step(self.opt)  # fp16: skipped when a gradient is inf/NaN
+        self.scaler.update()
+        self.sched.step()
+        return loss_value, logs
+
+    def epoch(self, epoch: int) -> None:
+        """One epoch: the steps, validation, best.pt / last.pt / metrics.jsonl, on_epoch_end."""
         t0 = time.perf_counter()
+        model, s = self.t.trainee.model, self.settings
         model.train()
-        perm = keep[torch.randperm(len(keep), generator=torch.Generator().manual_seed(seed * 100003 + epoch))]
+        perm = self.keep[torch.randperm(len(self.keep), generator=torch.Generator().manual_seed(self.seed * 100003 + epoch))]
         sums: dict[str, float] = {}
-        bar = tqdm(range(steps_per_epoch), desc=f"{desc} epoch {epoch + 1}/{settings.epochs}",
-                   disable=not progress or not main, leave=False, dynamic_ncols=True)
+        bar = tqdm(range(self.steps_per_epoch), desc=f"{self.t.output.desc} epoch {epoch + 1}/{s.epochs}",
+                   disable=not self.t.output.progress or not self.main, leave=False, dynamic_ncols=True)
         for step in bar:
-            batch = perm[step * settings.batch_size:(step + 1) * settings.batch_size]
-            idx = dist.local_slice(batch)
-            xb = x_all[idx].to(device)
-            yb = y_all[idx].to(device)
-            sb = student_x[idx].to(device) if train_inputs is not None else xb
-            if train_transform is not None:
-                sb = train_transform(sb)
-            loss, logs = step_loss(net, model, loss_fn, task, x=xb, y=yb, index=idx, student_input=sb,
-                                   teacher=teacher, teacher_kernel=teacher_kernel, param_names=param_names,
-                                   device=device, precision=precision,
-                                   global_batch=((batch, lambda: x_all[batch].to(device)) if dist.world_size() > 1
-                                                 else None),
-                                   progress=(epoch * steps_per_epoch + step) / (settings.epochs * steps_per_epoch))
-            loss_value = float(loss.detach())  # the step's one wait for the device
-            if not dist.all_finite(math.isfinite(loss_value)):
-                raise TrainingDiverged(
-                    f"{desc}: loss became {loss_value} at epoch {epoch + 1}, step {step + 1}; "
-                    f"stopped, last good checkpoint kept in {last_path if last_path.exists() else run_dir}; "
-                    f"lower train.lr / train.optics_lr"
-                )
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()  # unscaled unless fp16
-            if settings.grad_clip:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], settings.grad_clip)
-            scaler.step(opt)  # fp16: skipped when a gradient is inf/NaN
-            scaler.update()
-            sched.step()
+            loss_value, logs = self._step(epoch, step, perm)
             for k, val in {"loss": loss_value, **logs}.items():
                 sums[k] = sums.get(k, 0.0) + (val.detach() if isinstance(val, torch.Tensor) else val)
             bar.set_postfix(loss=f"{loss_value:.4f}")
         bar.close()
         sums = {k: dist.all_mean(float(x)) for k, x in sums.items()}
-        val = evaluate(model, task, splits.val, device=device, transform=eval_transform, precision=precision)
-        elapsed += time.perf_counter() - t0
-        row = {"epoch": epoch, **{f"train_{k}": s / steps_per_epoch for k, s in sums.items()},
-               **{f"val_{k}": x for k, x in val.items()}, "lr": opt.param_groups[0]["lr"],
-               "elapsed_s": round(elapsed, 3)}
-        improved = val[primary] > best_metric
+        val = self._evaluate(self.t.data.splits.val)
+        self.elapsed += time.perf_counter() - t0
+        row = {"epoch": epoch, **{f"train_{k}": v / self.steps_per_epoch for k, v in sums.items()},
+               **{f"val_{k}": x for k, x in val.items()}, "lr": self.opt.param_groups[0]["lr"],
+               "elapsed_s": round(self.elapsed, 3)}
+        improved = val[self.primary] > self.best_metric
         if improved:
-            best_metric = val[primary]
-        if main:  # checkpoints are written once, by rank 0
+            self.best_metric = val[self.primary]
+        if self.main:  # checkpoints are written once, by rank 0
             if improved:
-                save_checkpoint(run_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch,
-                                                      primary: best_metric})
+                save_checkpoint(self.run_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch,
+                                                           self.primary: self.best_metric})
             state = {
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "epoch": epoch, "best_metric": best_metric, "elapsed_s": elapsed, "rng": torch.get_rng_state(),
+                "model": model.state_dict(), "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "epoch": epoch, "best_metric": self.best_metric, "elapsed_s": self.elapsed,
+                "rng": torch.get_rng_state(),
             }
-            if scaler.is_enabled():
-                state["scaler"] = scaler.state_dict()
-            save_checkpoint(last_path, state)
-            with metrics_path.open("a") as fh:
+            if self.scaler.is_enabled():
+                state["scaler"] = self.scaler.state_dict()
+            save_checkpoint(self.last_path, state)
+            with self.metrics_path.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
-            if hooks:
-                call_lifecycle("on_epoch_end", run=info, epoch=epoch, metrics=row)
+        self._hook("on_epoch_end", epoch=epoch, metrics=row)
         dist.barrier()
 
-    if (run_dir / "best.pt").exists():
-        model.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device)["model"])
-    test = evaluate(model, task, splits.test, device=device, transform=eval_transform, precision=precision)
-    val = evaluate(model, task, splits.val, device=device, transform=eval_transform, precision=precision)
-    summary = {"name": desc, "seed": seed, "epochs": settings.epochs, "wall_time_s": round(elapsed, 2),
-               **{f"test_{k}": x for k, x in test.items()}, **{f"val_{k}": x for k, x in val.items()}}
-    if main:
-        write_json(summary_path, summary)
-        if hooks:
-            call_lifecycle("on_run_end", run=info, summary=summary)
-    dist.barrier()
-    return summary
+    def finish(self) -> dict[str, Any]:
+        """Test the best checkpoint, write summary.json, call on_run_end."""
+        model = self.t.trainee.model
+        if (self.run_dir / "best.pt").exists():
+            model.load_state_dict(load_checkpoint(self.run_dir / "best.pt", map_location=self.device)["model"])
+        test = self._evaluate(self.t.data.splits.test)
+        val = self._evaluate(self.t.data.splits.val)
+        summary = {"name": self.t.output.desc, "seed": self.seed, "epochs": self.settings.epochs,
+                   "wall_time_s": round(self.elapsed, 2),
+                   **{f"test_{k}": x for k, x in test.items()}, **{f"val_{k}": x for k, x in val.items()}}
+        if self.main:
+            write_json(self.run_dir / "summary.json", summary)
+        self._hook("on_run_end", summary=summary)
+        dist.barrier()
+        return summary
+
+
+def train_model(model: nn.Module, task: Task, splits: Any, settings: TrainSettings, run_dir: Path,
+                **kwargs: Any) -> dict[str, Any]:
+    """Deprecated: build a :class:`Training` (trainee, data, recipe, output) and call ``run()``."""
+    import warnings
+
+    warnings.warn("onnx_run.train.train_model is deprecated; use onnx_run.train.Training(...).run()",
+                  DeprecationWarning, stacklevel=2)
+    groups = {Trainee: {}, TrainData: {}, Recipe: {}, Output: {}}
+    for key, value in kwargs.items():
+        cls = next((c for c in groups if key in attrs.fields_dict(c)), None)
+        if cls is None:
+            raise TypeError(f"train_model() got an unexpected keyword argument {key!r}")
+        groups[cls][key] = value
+    return Training(trainee=Trainee(model=model, **groups[Trainee]), data=TrainData(task=task, splits=splits, **groups[TrainData]),
+                    recipe=Recipe(settings=settings, **groups[Recipe]),
+                    output=Output(run_dir=Path(run_dir), **groups[Output])).run()

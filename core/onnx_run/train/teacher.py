@@ -20,7 +20,7 @@ from torch import nn
 from onnx_run.components import TeacherSpec
 from onnx_run.config import RunConfig, unstructure
 from onnx_run.train.checkpoint import load_checkpoint, load_state_dict_checked
-from onnx_run.train.loop import seed_everything, train_model
+from onnx_run.train.loop import Output, Recipe, TrainData, Trainee, Training, seed_everything
 
 
 def cache_root() -> Path:
@@ -67,9 +67,11 @@ def get_teacher(cfg: RunConfig, task: Any, splits: Any, *, dataset: str, seed: i
                 **{f"test_{k}": x for k, x in test.items()}}
     else:
         run_dir = cache_root() / "teachers" / teacher_key(cfg, spec, dataset, seed)
-        summary = train_model(model, task, splits, cfg.teacher_train, run_dir, loss_fn=NoDistillation(None),
-                              seed=seed, device=device, desc=f"teacher {cfg.teacher.name}", progress=progress,
-                              hooks=False, precision=cfg.run.precision)
+        summary = Training(
+            trainee=Trainee(model=model, loss_fn=NoDistillation(None)), data=TrainData(task=task, splits=splits),
+            recipe=Recipe(settings=cfg.teacher_train, seed=seed, device=device, precision=cfg.run.precision),
+            output=Output(run_dir=run_dir, desc=f"teacher {cfg.teacher.name}", progress=progress, hooks=False),
+        ).run()
         model.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device)["model"])
         info = {**summary, "source": str(run_dir), "name": cfg.teacher.name}
     info["parameters"] = sum(p.numel() for p in model.parameters())

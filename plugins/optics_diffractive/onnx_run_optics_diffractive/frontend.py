@@ -464,8 +464,3 @@ class DiffractiveFrontend(OpticalFrontend):
             h = self.heights_m().detach().cpu()
             noise = torch.randn(h.shape, generator=generator)
         return self.perturbed(height_error_m=sigma * noise * h)
-
-    def export(self, out_dir):
-        from onnx_run_optics_diffractive.export import export_stack
-
-        return export_stack(self, out_dir)

@@ -6,8 +6,11 @@ from onnx_run.hookspecs import hookimpl
 @hookimpl
 def register_optics(register):
     from onnx_run_optics_diffractive.config import DiffractiveConfig
+    from onnx_run_optics_diffractive.export import export_stack
     from onnx_run_optics_diffractive.frontend import DiffractiveFrontend
 
+    # the wiring: export.py reads the frontend, the frontend never imports its exporter
+    DiffractiveFrontend.export = export_stack
     register("diffractive", DiffractiveFrontend, config=DiffractiveConfig,
              description="D2NN: L phase (or complex) layers of N x N neurons, angular-spectrum gaps, "
                          "K sensor regions (presets lin2018 0.4 THz, visible-slm 632.8 nm)")

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from onnx_run_optics_diffractive.export import export_stack
+
 
 def test_export_files_are_readable(make_stack, tmp_path):
     front = make_stack(num_layers=2, realise_phase_bits=2, base_thickness_um=500.0)
     real, report = front.realise(progress=False)
-    files = real.export(tmp_path)
+    files = export_stack(real, tmp_path)
     assert all(p.exists() for p in files)
     names = {p.name for p in files}
     for l in (1, 2):
@@ -43,7 +45,18 @@ def test_export_files_are_readable(make_stack, tmp_path):
 
 
 def test_complex_export_has_amplitudes(make_stack, tmp_path):
-    files = make_stack(modulation="complex", amplitude_min=0.1).export(tmp_path)
+    files = export_stack(make_stack(modulation="complex", amplitude_min=0.1), tmp_path)
     amp = np.load(tmp_path / "layer1_amplitude.npy")
     assert amp.min() >= 0.1 - 1e-6 and amp.max() <= 1 + 1e-6
     assert any(p.name == "layer2_amplitude.png" for p in files)
+
+
+def test_registered_frontend_exports_through_the_contract(make_stack, tmp_path):
+    """The plugin wires export.py to the frontend it registers: ``frontend.export`` (what the
+    pipeline calls) writes what ``export_stack`` writes."""
+    from onnx_run.plugins import registry
+
+    registry()  # loads the plugins, which wire the exporter
+    front = make_stack(num_layers=2)
+    names = {p.name for p in front.export(tmp_path / "a")}
+    assert names and names == {p.name for p in export_stack(front, tmp_path / "b")}

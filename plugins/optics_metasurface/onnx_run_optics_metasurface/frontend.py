@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -365,13 +364,6 @@ class MetasurfaceFrontend(OpticalFrontend):
             raise UserError(f"realised metasurface state does not match optics config ({msg})") from None
         return phys
 
-    # -- export -----------------------------------------------------------------------------------
-    def export(self, out_dir: Path) -> list[Path]:
-        """Width maps (.npy, nm), previews (.png) and the GDSII layout of a physical design;
-        PSFs and kernels only for a kernel-mode one."""
-        from onnx_run_optics_metasurface.export import export_frontend
-
-        return export_frontend(self, Path(out_dir))
 
 
 class FixedPSFFrontend(OpticalFrontend):

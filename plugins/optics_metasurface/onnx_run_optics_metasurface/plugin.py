@@ -8,7 +8,11 @@ from onnx_run import hookimpl
 @hookimpl
 def register_optics(register):
     from onnx_run_optics_metasurface.config import MetasurfaceConfig
+    from onnx_run_optics_metasurface.export import export_frontend
     from onnx_run_optics_metasurface.frontend import MetasurfaceFrontend
+
+    # the wiring: export.py reads the frontend, the frontend never imports its exporter
+    MetasurfaceFrontend.export = export_frontend
 
     register("metasurface", MetasurfaceFrontend, config=MetasurfaceConfig,
              description="PSF-engineered Si3N4 metasurface: signed kernels as +/- sub-aperture PSF pairs")

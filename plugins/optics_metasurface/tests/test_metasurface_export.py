@@ -10,7 +10,7 @@ from onnx_run.config import load_config
 from onnx_run.train.checkpoint import save_checkpoint
 
 from onnx_run_optics_metasurface.config import MetasurfaceConfig
-from onnx_run_optics_metasurface.export import pillar_centres_um, read_gds_pillars, tile_names
+from onnx_run_optics_metasurface.export import export_frontend, pillar_centres_um, read_gds_pillars, tile_names
 from onnx_run_optics_metasurface.frontend import MetasurfaceFrontend
 
 
@@ -45,14 +45,14 @@ def _sorted(a: np.ndarray) -> np.ndarray:
 
 
 def test_export_skips_gds_unless_asked(tmp_path):
-    names = {f.name for f in _design(export_gds=False).export(tmp_path / "export")}
+    names = {f.name for f in export_frontend(_design(export_gds=False), tmp_path / "export")}
     assert "widths_nm.npy" in names and "layout.gds" not in names
     assert not (tmp_path / "export" / "layout.gds").exists()
 
 
 def test_gds_round_trip(tmp_path):
     front = _design()
-    files = front.export(tmp_path / "export")
+    files = export_frontend(front, tmp_path / "export")
     names = {f.name for f in files}
     assert {"layout.gds", "widths_nm.npy", "widths.png", "psfs.png", "psfs.npy", "kernels.npy"} <= names
     got = read_gds_pillars(tmp_path / "export" / "layout.gds", layer=1, datatype=0)
@@ -91,3 +91,16 @@ def test_export_command_on_a_run_directory(tmp_path):
     res = CliRunner().invoke(cli, ["metasurface", "export", str(run), "--gds", str(tmp_path / "x.gds"), "--seed", "3"])
     assert res.exit_code == 2 and "realised/none-seed3/frontend.pt: missing" in res.output
     assert "realised designs here: none-seed0" in res.output
+
+
+def test_registered_frontend_exports_through_the_contract(tmp_path):
+    """The plugin wires export.py to the frontend it registers: ``frontend.export`` (what the
+    pipeline calls) writes the same files as ``export_frontend``."""
+    from onnx_run.plugins import registry
+
+    cls = registry()["optics"]["metasurface"].factory
+    torch.manual_seed(0)
+    front = cls(MetasurfaceConfig(mode="physical", export_gds=False, **SMALL))
+    names = {f.name for f in front.export(tmp_path / "export")}
+    assert names == {f.name for f in export_frontend(front, tmp_path / "direct")}
+    assert "widths_nm.npy" in names

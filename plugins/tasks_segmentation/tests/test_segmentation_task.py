@@ -178,13 +178,15 @@ def test_ntkd_term_alone_moves_the_optics(conv_optics, optics_config):
 def test_hybrid_model_trains(conv_optics, optics_config, tmp_path):
     from onnx_run.config import TrainSettings
     from onnx_run.distill.losses import NoDistillation
-    from onnx_run.train.loop import evaluate, train_model
+    from onnx_run.train.loop import Output, Recipe, TrainData, Trainee, Training, evaluate
 
     task, splits, student, _ = _student_and_teacher(conv_optics, optics_config)
     before = evaluate(student, task, splits.train, device=torch.device("cpu"))
     settings = TrainSettings(epochs=4, batch_size=8, lr=1e-2, optics_lr=1e-2, schedule="none")
-    summary = train_model(student, task, splits, settings, tmp_path / "run", loss_fn=NoDistillation(None), seed=0,
-                          device=torch.device("cpu"), progress=False, hooks=False)
+    summary = Training(trainee=Trainee(model=student, loss_fn=NoDistillation(None)),
+                       data=TrainData(task=task, splits=splits),
+                       recipe=Recipe(settings=settings, seed=0, device=torch.device("cpu")),
+                       output=Output(run_dir=tmp_path / "run", progress=False, hooks=False)).run()
     after = evaluate(student, task, splits.train, device=torch.device("cpu"))
     assert after["loss"] < 0.8 * before["loss"]
     assert {"test_miou", "test_dice", "test_pixel_accuracy", "test_loss"} <= set(summary)
