@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from onnx_run.errors import UserError
-from onnx_run.tasks.formats.reader import DatasetReader, FormatData
+from onnx_run.tasks.formats.reader import DatasetReader, FormatData, read_bytes
 
 __all__ = ["CIFAR10_CLASSES", "READERS", "read_cifar10_batches", "read_cifar10_class_names"]
 
@@ -71,12 +71,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 def _load_restricted_pickle(path: Path, expected: str):
     """Load a pickle through the restricted unpickler; every failure names the file."""
-    if not path.is_file():
-        raise UserError(f"file {path} not found; {expected}")
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"file {path} could not be read ({e.strerror or e}); {expected}") from None
+    raw = read_bytes(path, expected)
     try:
         # encoding="bytes": the real batches were written by Python 2, whose str is bytes.
         return _RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()

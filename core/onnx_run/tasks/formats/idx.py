@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from onnx_run.errors import UserError
-from onnx_run.tasks.formats.reader import DatasetReader, FormatData
+from onnx_run.tasks.formats.reader import DatasetReader, FormatData, read_bytes
 
 __all__ = ["FASHION_MNIST_CLASSES", "MNIST_FILES", "READERS", "read_idx"]
 
@@ -48,12 +48,7 @@ def read_idx(path) -> np.ndarray:
     truncated download fails here with the file's name rather than later as a shape error.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"file {path} not found; {_IDX_EXPECTED}")
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"file {path} could not be read ({e.strerror or e}); {_IDX_EXPECTED}") from None
+    raw = read_bytes(path, _IDX_EXPECTED)
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)

@@ -13,6 +13,8 @@ from typing import Any, Protocol
 import attrs
 import numpy as np
 
+from onnx_run.errors import UserError
+
 __all__ = ["DatasetReader", "FormatData", "ReadFunction"]
 
 
@@ -75,3 +77,14 @@ class DatasetReader:
     needs_data_dir: bool
     official_test: bool
     read: ReadFunction
+
+
+def read_bytes(path: Path, expected: str) -> bytes:
+    """A format file's bytes; a missing or unreadable file is one line naming it and what
+    the format expects (shared by every format that reads whole files)."""
+    if not path.is_file():
+        raise UserError(f"file {path} not found; {expected}")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise UserError(f"file {path} could not be read ({e.strerror or e}); {expected}") from None
