@@ -259,6 +259,9 @@ class DistillationLoss:
 
     #: True when the loss needs the teacher (training then builds or loads one)
     needs_teacher: bool = False
+    #: True when the loss reads ``ctx.teacher_outputs`` (only asked when ``needs_teacher``): a loss
+    #: that needs the teacher for its kernel alone sets False and no step runs the teacher forward
+    needs_teacher_outputs: bool = True
     #: True when the loss needs the teacher's NTK on each batch
     needs_teacher_kernel: bool = False
     #: True when the loss runs the student itself and sets ``ctx.student_outputs``
@@ -270,6 +273,13 @@ class DistillationLoss:
 
     def __init__(self, config: Any):
         self.config = config
+
+    @property
+    def teacher_folds(self) -> int:
+        """K >= 2: ``ctx.teacher_outputs`` on a training image come from the one of K fold teachers
+        that was trained without that image (out-of-fold targets; the training builds and caches
+        them); 0: from the teacher itself."""
+        return 0
 
     def __call__(self, ctx: DistillContext) -> tuple[torch.Tensor, Logs]:
         raise NotImplementedError

@@ -82,6 +82,14 @@ class Pipeline:
         self._shared: dict[str, Any] = {}
         if teacher_checkpoint and not Path(teacher_checkpoint).is_file():
             raise UserError(f"--teacher-checkpoint {teacher_checkpoint}: file not found")
+        if teacher_checkpoint:
+            for section, choices in cfg.methods.items():
+                for method, choice in choices.items():
+                    folds = choice.build().teacher_folds
+                    if folds:
+                        raise UserError(f"{section}.{method}.folds: out-of-fold targets ({folds} folds) need fold "
+                                        f"teachers that onnx-run trains itself; with --teacher-checkpoint set "
+                                        f"--set {section}.{method}.folds=0 (the checkpoint's own targets)")
 
     # -- run directory -----------------------------------------------------------------------
     @classmethod
@@ -92,7 +100,8 @@ class Pipeline:
         """Create the run directory and write the resolved config (refuse a different one)."""
         text = self.cfg.to_toml()
         path = self.run_dir / "config.toml"
-        if path.exists() and path.read_text() != text:
+        # compared as resolved today: a directory written before a setting existed still matches
+        if path.exists() and path.read_text() != text and run_dir_config(self.run_dir).to_toml() != text:
             raise UserError(
                 f"run directory {self.run_dir} holds a different config; choose another --out/--set run.name, "
                 f"or continue it with --resume {self.run_dir}"
@@ -122,6 +131,21 @@ class Pipeline:
                                         seed=self.cfg.run.seed, device=self.device,
                                         checkpoint=self.teacher_checkpoint, progress=self.progress)
         return self._shared["teacher"]
+
+    def teacher_outputs(self, folds: int) -> torch.Tensor | None:
+        """Out-of-fold teacher outputs on the training split for ``folds`` >= 2 (the fold teachers
+        are trained once and cached beside the teacher); None for 0 (the teacher's own outputs,
+        which the training loop computes)."""
+        if not folds:
+            return None
+        key = f"out-of-fold-{folds}"
+        if key not in self._shared:
+            from onnx_run.train.teacher import out_of_fold_outputs
+
+            self._shared[key] = out_of_fold_outputs(self.cfg, self.task, self.splits, dataset=self.dataset,
+                                                    seed=self.cfg.run.seed, device=self.device, folds=folds,
+                                                    progress=self.progress)
+        return self._shared[key][0]
 
     def teacher_kernel(self):
         """Teacher NTK per batch, from a cache computed once for the training set."""
@@ -172,6 +196,10 @@ class Pipeline:
         from onnx_run.train.distributed import is_main
 
         _, info = self.teacher()
+        folds = sorted({c.build().teacher_folds for choices in self.cfg.methods.values() for c in choices.values()} - {0})
+        for k in folds:  # fold teachers of out-of-fold targets, trained here with the teacher
+            self.teacher_outputs(k)
+            info = {**info, f"out_of_fold_{k}": self._shared[f"out-of-fold-{k}"][1]}
         if is_main():
             write_json(self.run_dir / "teacher.json", info)
         return info
@@ -187,8 +215,10 @@ class Pipeline:
         teacher = self.teacher()[0] if loss_fn.needs_teacher else None
         kernel = self.teacher_kernel() if loss_fn.needs_teacher_kernel else None
         model = self.build_student(seed)
+        outputs = self.teacher_outputs(loss_fn.teacher_folds) if loss_fn.needs_teacher else None
         return Training(
-            trainee=Trainee(model=model, loss_fn=loss_fn, teacher=teacher, teacher_kernel=kernel),
+            trainee=Trainee(model=model, loss_fn=loss_fn, teacher=teacher, teacher_kernel=kernel,
+                            teacher_outputs=outputs),
             data=TrainData(task=self.task, splits=self.splits),
             recipe=Recipe(settings=settings or self.cfg.train, seed=seed, device=self.device, precision=self.precision),
             output=Output(run_dir=run_dir, desc=desc or f"student {method} seed {seed}", progress=self.progress),
@@ -402,7 +432,7 @@ class Pipeline:
             backend.load_state_dict(backend_state(self._student_state(info["student"], info["student_seed"])))
             teacher = self.teacher()[0] if any(m in ("kd", "ntkd") for m in todo) else None
             ctx = dict(backend=backend, train_idx=idx, train_features=feats, val_features=val_f,
-                       test_features=test_f, teacher=teacher)
+                       test_features=test_f, teacher=teacher, out_of_fold=self.teacher_outputs)
         for method in methods:
             path = base / method / "summary.json"
             if method in todo:

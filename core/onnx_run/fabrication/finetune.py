@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 import torch
@@ -47,9 +47,12 @@ def backend_state(student_state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 def finetune_backend(*, task, splits, backend: torch.nn.Module, train_idx: torch.Tensor, train_features: torch.Tensor,
                      val_features: torch.Tensor, test_features: torch.Tensor, method: str, settings, run_dir: Path,
                      seed: int, device: torch.device, teacher=None, loss_choices: dict[str, Any] | None = None,
-                     progress: bool = True, precision: str = "fp32") -> dict[str, Any]:
+                     progress: bool = True, precision: str = "fp32",
+                     out_of_fold: Callable[[int], torch.Tensor | None] | None = None) -> dict[str, Any]:
     """Fine-tune (or, for ``none``, just evaluate) a copy of ``backend`` on captured features;
-    ``precision`` (``run.precision``) is the autocast of the backend and teacher."""
+    ``precision`` (``run.precision``) is the autocast of the backend and teacher; ``out_of_fold(K)``
+    gives the out-of-fold teacher outputs of the whole training split for a loss that asks for
+    them (``teacher_folds``)."""
     if method not in FINETUNE_METHODS:
         raise UserError(f"finetune.methods: unknown method {method!r}; allowed: {', '.join(FINETUNE_METHODS)}")
     run_dir = Path(run_dir)
@@ -86,10 +89,16 @@ def finetune_backend(*, task, splits, backend: torch.nn.Module, train_idx: torch
 
         cache = bounded_cache(teacher, data.train.tensors[0].to(device), reduce=task.ntk_reduce, progress=progress)
         teacher_kernel = lambda xb, idx: cache.kernel(idx)  # noqa: E731  (idx on the CPU: checked there)
+    outputs = None
+    if loss_fn.teacher_folds:
+        if out_of_fold is None:
+            raise UserError(f"finetune.methods: {method!r} asks for out-of-fold teacher targets "
+                            f"(folds = {loss_fn.teacher_folds}) that this fine-tuning cannot build; set folds = 0")
+        outputs = out_of_fold(loss_fn.teacher_folds)[train_idx]
     # positions in the captured subset: the training indexes train data and features alike
     return Training(
         trainee=Trainee(model=model, loss_fn=loss_fn, teacher=teacher if loss_fn.needs_teacher else None,
-                        teacher_kernel=teacher_kernel,
+                        teacher_kernel=teacher_kernel, teacher_outputs=outputs,
                         param_names=[n for n, p in model.named_parameters() if p.requires_grad], keep_initial=True),
         data=TrainData(task=task, splits=data, train_inputs=train_features),
         recipe=Recipe(settings=settings, seed=seed, device=device, precision=precision),

@@ -128,19 +128,20 @@ def step_loss(net: nn.Module, model: nn.Module, loss_fn: DistillationLoss, task:
               teacher_kernel: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
               param_names: list[str] | None = None, precision: str = "fp32",
               global_batch: tuple[torch.Tensor, Callable[[], torch.Tensor]] | None = None,
-              progress: float = 0.0) -> tuple[torch.Tensor, Logs]:
+              progress: float = 0.0, teacher_outputs: torch.Tensor | None = None) -> tuple[torch.Tensor, Logs]:
     """One training step's objective: the forward passes (the digital parts under autocast) and
     ``loss_fn``; ``net`` is ``model`` or its DDP wrapper. ``global_batch`` (torchrun with several
     processes): (indices, a function giving the images) of the whole batch, of which
-    ``x``/``index`` are this process's share. Returns (loss, logs); nothing here waits for the
-    device."""
+    ``x``/``index`` are this process's share. ``teacher_outputs``: the teacher's outputs on
+    this batch, looked up from a table (no teacher forward then). Returns (loss, logs); nothing
+    here waits for the device."""
     # a loss that computes the outputs itself (ntkd's kernel pass) saves a forward; DDP needs
     # its own forward to synchronise gradients
     skip_forward = getattr(loss_fn, "computes_outputs", False) and dist.world_size() == 1
     with autocast(device, precision):  # the digital parts; optics and NTKs stay float32
         out = None if skip_forward else _float32_outputs(net(student_input))
-        t_out = None
-        if teacher is not None and loss_fn.needs_teacher:
+        t_out = teacher_outputs
+        if t_out is None and teacher is not None and loss_fn.needs_teacher and loss_fn.needs_teacher_outputs:
             with torch.no_grad():
                 t_out = _float32_outputs(teacher(x))
         ctx = DistillContext(
@@ -159,6 +160,10 @@ def step_loss(net: nn.Module, model: nn.Module, loss_fn: DistillationLoss, task:
 
 #: a training set up to this size is moved to the accelerator once, before the first epoch
 DATA_ON_DEVICE_MAX_BYTES = 2 * 2**30
+#: the frozen teacher's outputs on the training images are computed once, before the first
+#: epoch, when they fit in this many bytes (classification: 54 000 x 10 floats = 2 MB); larger
+#: (dense) outputs are computed per step
+TEACHER_OUTPUTS_MAX_BYTES = 2**30
 
 
 def _nbytes(*tensors: torch.Tensor) -> int:
@@ -192,6 +197,10 @@ class Trainee:
     teacher_kernel: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     param_names: list[str] | None = None
     keep_initial: bool = False
+    #: the teacher's outputs on every training image (rows as the training split), e.g. the
+    #: out-of-fold targets of ``DistillationLoss.teacher_folds``; None: the loop computes the
+    #: teacher's own once before training (or per step, if they are too large to keep)
+    teacher_outputs: torch.Tensor | None = None
 
 
 @attrs.define
@@ -297,6 +306,7 @@ class _Loop:
             for name, p in model.named_parameters():
                 if name not in wanted:
                     p.requires_grad_(False)
+        self.teacher_outputs = self._teacher_outputs()
         self.net = dist.wrap(model, self.device)  # DDP when launched by torchrun; gradients averaged over ranks
         self.opt = make_optimizer(model, self.settings, trainee.param_names)
         self.sched = make_scheduler(self.opt, self.settings, self.steps_per_epoch)
@@ -304,6 +314,29 @@ class _Loop:
         self.start_epoch, self.best_metric, self.elapsed = 0, -math.inf, 0.0
         self.primary = data.task.primary_metric
         self.info = RunInfo(run_dir=run_dir, name=training.output.desc, seed=self.seed)
+
+    def _teacher_outputs(self) -> torch.Tensor | None:
+        """The teacher's outputs on the training images, as a table indexed like them: given
+        (out-of-fold targets), or computed once here, for the images this run trains on, when
+        the loss reads them and they fit TEACHER_OUTPUTS_MAX_BYTES (a frozen teacher gives every
+        image the same output in every epoch, so E epochs need one pass, not E)."""
+        trainee = self.t.trainee
+        loss_fn = trainee.loss_fn
+        if trainee.teacher is None or not (loss_fn.needs_teacher and loss_fn.needs_teacher_outputs):
+            return None
+        if trainee.teacher_outputs is not None:
+            if trainee.teacher_outputs.shape[0] != self.x_all.shape[0]:
+                raise UserError(f"{self.t.output.desc}: {trainee.teacher_outputs.shape[0]} teacher outputs for "
+                                f"{self.x_all.shape[0]} training images")
+            return trainee.teacher_outputs.to(self.device)
+        precision = self.t.recipe.precision
+        probe = predict(trainee.teacher, self.x_all[:1], device=self.device, precision=precision)
+        if probe.numel() * 4 * self.x_all.shape[0] > TEACHER_OUTPUTS_MAX_BYTES:
+            return None
+        table = torch.zeros((self.x_all.shape[0], *probe.shape[1:]), dtype=torch.float32, device=self.device)
+        table[self.keep.to(self.device)] = predict(trainee.teacher, self.x_all[self.keep], device=self.device,
+                                                   precision=precision).to(self.device)
+        return table
 
     def _evaluate(self, split) -> dict[str, float]:
         data = self.t.data
@@ -361,7 +394,8 @@ class _Loop:
                                param_names=trainee.param_names, device=device, precision=self.t.recipe.precision,
                                global_batch=((batch, lambda: x_all[batch].to(device)) if dist.world_size() > 1
                                              else None),
-                               progress=(epoch * self.steps_per_epoch + step) / (s.epochs * self.steps_per_epoch))
+                               progress=(epoch * self.steps_per_epoch + step) / (s.epochs * self.steps_per_epoch),
+                               teacher_outputs=None if self.teacher_outputs is None else self.teacher_outputs[idx])
         loss_value = float(loss.detach())  # the step's one wait for the device
         if not dist.all_finite(math.isfinite(loss_value)):
             raise TrainingDiverged(
