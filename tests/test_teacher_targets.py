@@ -170,3 +170,27 @@ def test_a_run_directory_from_before_a_new_setting_still_resumes(tmp_path, tiny_
     path.write_text(text.replace("folds = 2\n", ""))  # as written before distill.kd.folds existed
     again = CliRunner().invoke(cli, ["--resume", str(run_dir), "--stages", "teacher,students"])
     assert again.exit_code == 0, again.output
+
+
+def test_a_failed_fold_teacher_gives_way_to_the_teacher_with_a_warning(setup):
+    """A fold teacher far below the whole-split teacher on validation (it failed to train)
+    would teach its fold wrong targets: that fold gets the teacher's own outputs, and says so."""
+    from onnx_run.train import teacher as teachers
+
+    cfg, task, splits, _ = setup
+    cfg = load_config(None, ["teacher_train.epochs=1", "teacher_train.batch_size=64"],
+                      {"optics": "tiny", "distill": "kd"})
+    whole = Teacher()
+    x = splits.train.tensors[0]
+    with pytest.warns(UserWarning, match=r"fold teacher 1/2 reached accuracy .* against the teacher's 0\.950"):
+        outputs, infos = teachers.out_of_fold_outputs(cfg, task, splits, dataset="digits", seed=0, device=CPU,
+                                                      folds=2, progress=False, fallback=(whole, 0.95))
+    fold_vals = [i["val_accuracy"] for i in infos]
+    assert all(v < 0.85 for v in fold_vals)  # one epoch on half the images: well below 0.95 - 0.10
+    assert [i["targets"] for i in infos] == ["teacher", "teacher"]
+    assert torch.allclose(outputs, predict(whole, x), atol=1e-5)
+    # a teacher within the margin keeps its fold teacher's targets
+    keep, infos = teachers.out_of_fold_outputs(cfg, task, splits, dataset="digits", seed=0, device=CPU, folds=2,
+                                               progress=False, fallback=(whole, min(fold_vals)))
+    assert [i["targets"] for i in infos] == ["fold teacher", "fold teacher"]
+    assert not torch.allclose(keep, outputs)

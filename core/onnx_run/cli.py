@@ -140,6 +140,9 @@ def cli(ctx: click.Context, resume, stages, teacher_checkpoint, dry_run, **kwarg
         say(f"input {pipe.channels}x{pipe.input_size[0]}x{pipe.input_size[1]} -> optical features "
                    f"{'x'.join(map(str, pipe.feature_shape))} -> {pipe.num_outputs} outputs; "
                    f"train/val/test {len(pipe.splits.train)}/{len(pipe.splits.val)}/{len(pipe.splits.test)}")
+        for k in pipe.fold_counts():
+            say(f"teacher: also {k} fold teachers, each trained without the training images it gives KD "
+                f"targets for (out-of-fold; trained once, cached)")
         say("dry run: nothing was trained or written")
         return
     try:

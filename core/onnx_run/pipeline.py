@@ -132,6 +132,11 @@ class Pipeline:
                                         checkpoint=self.teacher_checkpoint, progress=self.progress)
         return self._shared["teacher"]
 
+    def fold_counts(self) -> list[int]:
+        """The numbers of fold teachers the run's losses ask for (``teacher_folds`` >= 2)."""
+        return sorted({c.build().teacher_folds for choices in self.cfg.methods.values()
+                       for c in choices.values()} - {0})
+
     def teacher_outputs(self, folds: int) -> torch.Tensor | None:
         """Out-of-fold teacher outputs on the training split for ``folds`` >= 2 (the fold teachers
         are trained once and cached beside the teacher); None for 0 (the teacher's own outputs,
@@ -196,8 +201,7 @@ class Pipeline:
         from onnx_run.train.distributed import is_main
 
         _, info = self.teacher()
-        folds = sorted({c.build().teacher_folds for choices in self.cfg.methods.values() for c in choices.values()} - {0})
-        for k in folds:  # fold teachers of out-of-fold targets, trained here with the teacher
+        for k in self.fold_counts():  # fold teachers of out-of-fold targets, trained here with the teacher
             self.teacher_outputs(k)
             info = {**info, f"out_of_fold_{k}": self._shared[f"out-of-fold-{k}"][1]}
         if is_main():

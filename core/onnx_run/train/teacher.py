@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +81,15 @@ def folds_of(n: int, folds: int, seed: int) -> list[torch.Tensor]:
     return [perm[k::folds].sort().values for k in range(folds)]
 
 
+#: a fold teacher more than this far below the whole-split teacher on validation (primary
+#: metric, as a fraction) has failed to train (an AlexNet on half of shapes-rgb's 2 400 images
+#: once stayed at chance): its fold gets the whole-split teacher's outputs instead, with a warning
+OUT_OF_FOLD_MAX_DROP = 0.10
+
+
 def out_of_fold_outputs(cfg: RunConfig, task: Any, splits: Any, *, dataset: str, seed: int, device: torch.device,
-                        folds: int, progress: bool = True) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+                        folds: int, progress: bool = True,
+                        fallback: tuple[nn.Module, float] | None = None) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """Teacher outputs on every training image, each from a teacher that never trained on it.
 
     A teacher's outputs on its own training images carry what it memorised: the widened LeNet
@@ -89,8 +97,11 @@ def out_of_fold_outputs(cfg: RunConfig, task: Any, splits: Any, *, dataset: str,
     there are the labels again. The training split is cut into ``folds`` folds (seeded); teacher
     k (same architecture and training, cached like the main teacher) trains on every fold but k
     and gives fold k its targets: soft targets that show how the teacher generalises, as its
-    outputs on new images do (stacking's out-of-fold rule). Returns (outputs as float32 on the
-    CPU, rows as the training split; one info dict per fold teacher).
+    outputs on new images do (stacking's out-of-fold rule). ``fallback``: (the whole-split
+    teacher, its validation metric); a fold teacher more than OUT_OF_FOLD_MAX_DROP below it gives
+    its fold that teacher's outputs instead (a warning says so; its info has ``"targets":
+    "teacher"``). Returns (outputs as float32 on the CPU, rows as the training split; one info
+    dict per fold teacher).
     """
     spec = teacher_spec(task, splits)
     x, y = splits.train.tensors[0], splits.train.tensors[1]
@@ -105,12 +116,19 @@ def out_of_fold_outputs(cfg: RunConfig, task: Any, splits: Any, *, dataset: str,
         model, summary = _trained_teacher(cfg, task, fold_splits, spec, run_dir, seed=seed + k, device=device,
                                           progress=progress, desc=f"teacher {cfg.teacher.name} fold {k + 1}/{folds}")
         model.eval()
-        held = predict(model, x[held_out], device=device, precision=cfg.run.precision)
+        val = summary[f"val_{task.primary_metric}"]
+        failed = fallback is not None and val < fallback[1] - OUT_OF_FOLD_MAX_DROP
+        if failed:
+            warnings.warn(f"out-of-fold KD targets: fold teacher {k + 1}/{folds} reached {task.primary_metric} "
+                          f"{val:.3f} on validation against the teacher's {fallback[1]:.3f}; its fold gets the "
+                          f"teacher's own outputs (more data per fold teacher: raise distill.kd.folds)", stacklevel=2)
+        held = predict(fallback[0] if failed else model, x[held_out], device=device, precision=cfg.run.precision)
         if outputs is None:
             outputs = torch.zeros((x.shape[0], *held.shape[1:]), dtype=torch.float32)
         outputs[held_out] = held
         test = evaluate(model, task, splits.test, device=device, precision=cfg.run.precision)
         infos.append({"fold": k + 1, "folds": folds, "images": int(keep.sum()), "source": str(run_dir),
+                      "targets": "teacher" if failed else "fold teacher",
                       **{f"test_{m}": v for m, v in test.items()},
                       **{k2: v for k2, v in summary.items() if k2.startswith("val_")}})
     assert outputs is not None
