@@ -95,3 +95,24 @@ def test_task_suggestions_sit_between_defaults_and_the_user(tiny_optics, monkeyp
     monkeypatch.setattr(ClassificationTask, "core_defaults", lambda self: {"train": {"lr_typo": 1.0}})
     with pytest.raises(UserError, match=r"task 'classification': core_defaults\(\) sets train.lr_typo"):
         load_config(None, [], {"optics": "tiny"})
+
+
+def test_an_optics_recipe_sees_the_chosen_optics_settings(tiny_optics, monkeypatch):
+    """``core_defaults(task_kind, settings)`` gets the user's and the task's optics settings; a
+    one-argument recipe (written before settings were passed) is asked with the kind only."""
+    from onnx_run.plugins import get_component
+
+    TinyOpticsConfig = get_component("optics", "tiny", key="optics.name").config
+    seen = []
+
+    def two(cls, kind, settings):
+        seen.append((kind, dict(settings)))
+        return {"train": {"lr": 0.004 if settings.get("channels") == 3 else 0.005}}
+
+    monkeypatch.setattr(TinyOpticsConfig, "core_defaults", classmethod(two), raising=False)
+    assert load_config(None, ["optics.kernel_size=3"], {"optics": "tiny"}).train.lr == 0.005
+    assert seen[-1] == ("classification", {"kernel_size": 3})
+    rgb = load_config(None, ["task.dataset=shapes-rgb"], {"optics": "tiny"})
+    assert rgb.train.lr == 0.004 and seen[-1][1]["channels"] == 3  # the task's suggestion
+    monkeypatch.setattr(TinyOpticsConfig, "core_defaults", classmethod(lambda cls, kind: {"train": {"lr": 0.006}}))
+    assert load_config(None, [], {"optics": "tiny"}).train.lr == 0.006

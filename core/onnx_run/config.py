@@ -11,6 +11,7 @@ allowed.
 
 from __future__ import annotations
 
+import inspect
 import re
 import tomllib
 from pathlib import Path
@@ -553,9 +554,11 @@ def _task_core_defaults(task: Any, name: str) -> dict[str, dict[str, Any]]:
 
 def _optics_core_defaults(raw: Mapping[str, Any], task: Any) -> dict[str, dict[str, Any]]:
     """The chosen optics' training recipe for this kind of task: an optional classmethod
-    ``core_defaults(task_kind)`` on its config class (``{section: {key: value}}``), checked like
-    a preset's core values. It sits above the task's suggestions: learning rates belong to the
-    optics' parametrisation."""
+    ``core_defaults(task_kind[, settings])`` on its config class (``{section: {key: value}}``),
+    checked like a preset's core values. ``settings`` are the optics settings the user and the
+    task chose (a recipe may depend on them: RGB optics feed a wider backend); a one-argument
+    classmethod is asked with the task kind only. It sits above the task's suggestions: learning
+    rates belong to the optics' parametrisation."""
     from onnx_run.plugins import PluginError, get_component
 
     table = raw.get("optics", {})
@@ -566,7 +569,12 @@ def _optics_core_defaults(raw: Mapping[str, Any], task: Any) -> dict[str, dict[s
     hook = getattr(comp.config, "core_defaults", None) if comp.config is not None else None
     if hook is None:
         return {}
-    suggested = hook(getattr(task, "kind", ""))
+    kind = getattr(task, "kind", "")
+    if len(inspect.signature(hook).parameters) >= 2:
+        user = {k: v for k, v in table.items() if k != "name"}
+        suggested = hook(kind, {**_suggestions(task.optics_defaults(), comp.config, user), **user})
+    else:
+        suggested = hook(kind)
     _check_core_tree(suggested, f"optics {name!r}: core_defaults()", PluginError)
     return {k: dict(v) for k, v in suggested.items()}
 
@@ -576,7 +584,7 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
 
     Layers, lowest first: the built-in defaults, the task's suggestions for the core sections
     (``Task.core_defaults``), the optics' training recipe for the task's kind (an optional
-    ``core_defaults(task_kind)`` classmethod on the optics config class), the run preset (``run.preset``: the core's
+    ``core_defaults(task_kind[, settings])`` classmethod on the optics config class), the run preset (``run.preset``: the core's
     :data:`PRESETS` and the chosen components' ``run_presets``), the task's suggestions for the
     optics (``Task.optics_defaults``, which beat the optics' own preset values: the task knows
     how many maps its backend needs) and for the distillation losses (``Task.distill_defaults``),

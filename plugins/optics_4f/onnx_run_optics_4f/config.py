@@ -59,11 +59,17 @@ class Optics4fConfig:
     seed: int = attrs.field(default=0, validator=_int)
 
     @classmethod
-    def core_defaults(cls, task_kind):  # type: ignore[no-untyped-def]
+    def core_defaults(cls, task_kind, settings):  # type: ignore[no-untyped-def]
         """The classification recipe ``onnx-run compare`` chose for the 4f optics on real
         Fashion-MNIST (6-point grid on validation, docs/ntk.md): backend lr 0.03, mask lr 0.05
-        (86.68 % val against 85.98 % at the task's 0.01 / the core's 0.02)."""
-        return {"train": {"lr": 0.03, "optics_lr": 0.05}} if task_kind == "classification" else {}
+        (86.68 % val against 85.98 % at the task's 0.01 / the core's 0.02). RGB optics (three
+        channels) feed the backend 8 x 16 x 16 maps of 32 px images and take backend lr 0.01:
+        on shapes-rgb at 8 kernels, 47.1 % val against 37.9 % at 0.03 (3 seeds) and 39.0 % at
+        0.003 (docs/estimate.md)."""
+        if task_kind != "classification":
+            return {}
+        rgb = settings.get("channels", 1) == 3
+        return {"train": {"lr": 0.01 if rgb else 0.03, "optics_lr": 0.05}}
 
     @classmethod
     def run_presets(cls, settings):  # type: ignore[no-untyped-def]

@@ -35,3 +35,16 @@ def test_paper_geometry_holds_the_papers_systems_without_chain_issues(kernels, s
     values.update(num_kernels=kernels, kernel_size=size)  # segmentation: the task's suggestion wins
     g = geometry(Optics4fConfig(**settings, **values))
     assert g.tiles == 2 * kernels and g.chain_issues() == []
+
+
+@pytest.mark.parametrize("sets, lr", [
+    ([], 0.03),                                       # grey: the Fashion-MNIST recipe
+    (["task.dataset=shapes-rgb"], 0.01),              # RGB: the shapes-rgb recipe
+    (["task.dataset=shapes-rgb", "optics.channels=1"], 0.03),  # the user's channels decide
+    (["task.dataset=shapes-rgb", "train.lr=0.02"], 0.02),      # the user's lr wins
+])
+def test_the_recipe_follows_the_channels(sets, lr):
+    from onnx_run.config import load_config
+
+    cfg = load_config(None, ["optics.name=4f", "task.name=classification", *sets])
+    assert (cfg.train.lr, cfg.train.optics_lr) == (lr, 0.05)
