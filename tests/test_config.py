@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 
+import attrs
 import pytest
 from click.testing import CliRunner
 
@@ -98,8 +99,9 @@ def test_task_suggestions_sit_between_defaults_and_the_user(tiny_optics, monkeyp
 
 
 def test_an_optics_recipe_sees_the_chosen_optics_settings(tiny_optics, monkeypatch):
-    """``core_defaults(task_kind, settings)`` gets the user's and the task's optics settings; a
-    one-argument recipe (written before settings were passed) is asked with the kind only."""
+    """``core_defaults(task_kind, settings)`` gets the optics' resolved settings (every field, the
+    user's over the task's suggestions over the defaults: the values the frontend is built with);
+    a one-argument recipe (written before settings were passed) is asked with the kind only."""
     from onnx_run.plugins import get_component
 
     TinyOpticsConfig = get_component("optics", "tiny", key="optics.name").config
@@ -111,7 +113,9 @@ def test_an_optics_recipe_sees_the_chosen_optics_settings(tiny_optics, monkeypat
 
     monkeypatch.setattr(TinyOpticsConfig, "core_defaults", classmethod(two), raising=False)
     assert load_config(None, ["optics.kernel_size=3"], {"optics": "tiny"}).train.lr == 0.005
-    assert seen[-1] == ("classification", {"kernel_size": 3})
+    kind, settings = seen[-1]
+    assert kind == "classification" and settings["kernel_size"] == 3
+    assert set(settings) == {f.name for f in attrs.fields(TinyOpticsConfig)}  # the defaults too
     rgb = load_config(None, ["task.dataset=shapes-rgb"], {"optics": "tiny"})
     assert rgb.train.lr == 0.004 and seen[-1][1]["channels"] == 3  # the task's suggestion
     monkeypatch.setattr(TinyOpticsConfig, "core_defaults", classmethod(lambda cls, kind: {"train": {"lr": 0.006}}))

@@ -552,30 +552,25 @@ def _task_core_defaults(task: Any, name: str) -> dict[str, dict[str, Any]]:
     return {k: dict(v) for k, v in suggested.items()}
 
 
-def _optics_core_defaults(raw: Mapping[str, Any], task: Any) -> dict[str, dict[str, Any]]:
+def _optics_core_defaults(optics: ComponentChoice, task_kind: str) -> dict[str, dict[str, Any]]:
     """The chosen optics' training recipe for this kind of task: an optional classmethod
     ``core_defaults(task_kind[, settings])`` on its config class (``{section: {key: value}}``),
-    checked like a preset's core values. ``settings`` are the optics settings the user and the
-    task chose (a recipe may depend on them: RGB optics feed a wider backend); a one-argument
-    classmethod is asked with the task kind only. It sits above the task's suggestions: learning
-    rates belong to the optics' parametrisation."""
-    from onnx_run.plugins import PluginError, get_component
+    checked like a preset's core values. ``settings`` are the optics' resolved settings (every
+    field: the user's over the preset's over the task's suggestions over the plugin's defaults),
+    the same values the frontend is built with: a recipe may depend on them (RGB optics feed a
+    wider backend, more kernels a wider first layer). A one-argument classmethod is asked with
+    the task kind only. It sits above the task's suggestions: learning rates belong to the
+    optics' parametrisation."""
+    from onnx_run.plugins import PluginError
 
-    table = raw.get("optics", {})
-    name = table.get("name", COMPONENT_SECTIONS["optics"][1]) if isinstance(table, Mapping) else None
-    if not isinstance(name, str):
-        return {}  # a malformed section: reported with its key when the optics are resolved
-    comp = get_component("optics", name, key="optics.name")
-    hook = getattr(comp.config, "core_defaults", None) if comp.config is not None else None
+    hook = getattr(type(optics.config), "core_defaults", None) if optics.config is not None else None
     if hook is None:
         return {}
-    kind = getattr(task, "kind", "")
     if len(inspect.signature(hook).parameters) >= 2:
-        user = {k: v for k, v in table.items() if k != "name"}
-        suggested = hook(kind, {**_suggestions(task.optics_defaults(), comp.config, user), **user})
+        suggested = hook(task_kind, attrs.asdict(optics.config, recurse=False))
     else:
-        suggested = hook(kind)
-    _check_core_tree(suggested, f"optics {name!r}: core_defaults()", PluginError)
+        suggested = hook(task_kind)
+    _check_core_tree(suggested, f"optics {optics.name!r}: core_defaults()", PluginError)
     return {k: dict(v) for k, v in suggested.items()}
 
 
@@ -630,7 +625,10 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
     # the task first: its suggestions for the core sections and the preset's values depend on it
     component("task", *COMPONENT_SECTIONS["task"])
     task = comps["task"].factory(comps["task"].config)
-    core = merge(_task_core_defaults(task, comps["task"].name), _optics_core_defaults(raw, task))
+    # then the optics, settled once: their recipe for the core sections reads those settings
+    component("optics", *COMPONENT_SECTIONS["optics"])
+    core = merge(_task_core_defaults(task, comps["task"].name),
+                 _optics_core_defaults(comps["optics"], getattr(task, "kind", "")))
     if preset.name:
         core = merge(core, preset.core(getattr(task, "kind", "")))
     sections = {name: structure_section(_under(core.get(name, {}), raw.get(name, {})), cls, name)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import attrs
 
 _v = attrs.validators
@@ -59,7 +62,7 @@ class Optics4fConfig:
     seed: int = attrs.field(default=0, validator=_int)
 
     @classmethod
-    def core_defaults(cls, task_kind, settings):  # type: ignore[no-untyped-def]
+    def core_defaults(cls, task_kind: str, settings: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         """The classification recipe ``onnx-run compare`` chose for the 4f optics on real
         Fashion-MNIST (6-point grid on validation, docs/ntk.md): backend lr 0.03, mask lr 0.05
         (86.68 % val against 85.98 % at the task's 0.01 / the core's 0.02). RGB optics (three

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import tomllib
 
+import pytest
+
 from click.testing import CliRunner
 
 from onnx_run.cli import cli
@@ -29,3 +31,21 @@ def test_grey_and_rgb_kernel_counts_and_published_geometry():
     assert not layout_for(MetasurfaceConfig(**{k: x for k, x in rgb.items() if k != "name"})).details[
         "feature_maps_overlap"]
     assert show("--task", "classification", "--set", "optics.library=rcwa")["library"] == "rcwa"
+
+
+@pytest.mark.parametrize("sets, lr", [
+    ([], 0.01),                                          # 8 kernels: the Fashion-MNIST recipe
+    (["optics.num_kernels=4"], 0.01),
+    (["optics.num_kernels=16"], 0.003),                  # the recipe searched at 16 kernels
+    (["optics.num_kernels=12"], 0.003),                  # the nearest measured count
+    (["--preset=paper", "task.dataset=shapes-rgb"], 0.003),  # the preset's 16 RGB kernels are seen
+    (["optics.num_kernels=16", "train.lr=0.02"], 0.02),  # the user's lr wins
+])
+def test_the_recipe_follows_the_kernel_count(sets, lr):
+    from onnx_run.config import load_config
+
+    preset = [s.split("=", 1)[1] for s in sets if s.startswith("--preset=")]
+    sets = [s for s in sets if not s.startswith("--preset=")]
+    flags = {"preset": preset[0]} if preset else {}
+    cfg = load_config(None, ["optics.name=metasurface", "task.name=classification", *sets], flags)
+    assert (cfg.train.lr, cfg.train.optics_lr) == (lr, 0.05)
