@@ -54,3 +54,17 @@ def test_bundled_plugins_are_listed_with_versions():
                  "onnx-run-tasks-segmentation"):
         assert dist in rows, f"{dist} not installed: pip install -r requirements.txt"
         assert rows[dist]["version"] == "0.1.0" and "error" not in rows[dist]
+
+
+def test_a_warning_is_one_line_without_a_source_path(tmp_path):
+    """The RGB 4f default layout warns about grating replicas: the command prints it as one
+    ``Warning:`` line, not Python's two lines with the warning's source file."""
+    res = subprocess.run([sys.executable, "-m", "onnx_run", "--optics", "4f", "--task", "classification",
+                          "--dataset", "shapes-rgb", "--dry-run"], capture_output=True, text=True, env=_env(),
+                         timeout=120, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    lines = res.stderr.splitlines()
+    warned = [ln for ln in lines if ln.startswith("Warning: 4f: at 450 nm the field of view")]
+    assert len(warned) == 1 and "grating orders" in warned[0], res.stderr
+    assert ".py:" not in res.stderr and "return self.factory" not in res.stderr
+    assert not list(tmp_path.iterdir())  # a dry run writes nothing

@@ -137,3 +137,28 @@ def test_train_model_is_deprecated_but_trains_the_same(setup, tmp_path):
         assert torch.equal(a, b)
     with pytest.warns(DeprecationWarning), pytest.raises(TypeError, match="unexpected keyword argument 'sed'"):
         train_model(model(), task, splits, cfg.train, tmp_path / "bad", loss_fn=NoDistillation(None), sed=3)
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_progress_fits_where_it_goes(setup, tmp_path, monkeypatch, capsys, terminal):
+    """Redirected: one line per epoch, no carriage-return bar; on a terminal: the bar, no log
+    lines (the bar says it); ``progress=False``: nothing either way."""
+    import sys
+
+    cfg, task, splits, model = setup
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal, raising=False)
+
+    def run(name, progress):
+        Training(trainee=Trainee(model=model(), loss_fn=NoDistillation(None)), data=TrainData(task=task, splits=splits),
+                 recipe=Recipe(settings=cfg.train, seed=3, device=torch.device("cpu")),
+                 output=Output(run_dir=tmp_path / name, desc="student none", progress=progress)).run()
+        return capsys.readouterr().err
+
+    err = run("shown", True)
+    lines = [ln for ln in err.splitlines() if ln.startswith("student none epoch ") and ": train loss " in ln]
+    if terminal:
+        assert not lines and "\r" in err  # tqdm redraws in place
+    else:
+        assert "\r" not in err and len(lines) == 3
+        assert lines[0].startswith("student none epoch 1/3: train loss ") and " val accuracy " in lines[0]
+    assert run("quiet", False) == ""

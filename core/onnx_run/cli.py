@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -444,8 +445,16 @@ def _add_plugin_commands() -> None:
 _add_plugin_commands()
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Warnings as a person reads them: one line, ``Warning: <what>``, no source path or code
+    line (Python's default prints both, on two lines)."""
+    text = " ".join(str(message).split())
+    click.echo(f"Warning: {text}", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
+    warnings.showwarning = _show_warning
     try:
         cli.main(args=argv, prog_name="onnx-run")
     except UserError as exc:  # raised outside a command (e.g. while loading plugins)

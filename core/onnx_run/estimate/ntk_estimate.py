@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from onnx_run.progress import bar as progress_bar
 
 from onnx_run.components import HybridModel
 from onnx_run.config import RunConfig
@@ -61,7 +61,7 @@ def average_ntk(build: Callable[[int], HybridModel], x: torch.Tensor, *, reduce,
     from onnx_run.ntk.teacher_cache import bounded_kernel
 
     total = None
-    for i in tqdm(range(inits), desc="NTK over inits", disable=not progress, leave=False):
+    for i in progress_bar(range(inits), desc="NTK over inits", enabled=progress):
         model = build(seed + i).to(device).eval()
         backend = [n[len("backend."):] for n, p in model.named_parameters()
                    if n.startswith("backend.") and p.requires_grad]

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from onnx_run.progress import bar as progress_bar
 
 from onnx_run.ntk.arguments import Reduce, check_samplewise, resolve_params
 from onnx_run.ntk.factors import FactorSketch, KernelFactors, cross_kernel
@@ -125,7 +125,7 @@ class TeacherKernelCache:
         chunks = self._chunks()
         parts: list[KernelFactors] = []
         budget = self.max_memory_gb * 2**30
-        bar = tqdm(total=2 * len(chunks), desc="teacher NTK (exact)", disable=not self.progress, leave=False)
+        bar = progress_bar(total=2 * len(chunks), desc="teacher NTK (exact)", enabled=self.progress)
         for sl in chunks:
             fac = kernel_factors(
                 self.teacher,
@@ -164,7 +164,7 @@ class TeacherKernelCache:
         sketch = FactorSketch(directions, torch.Generator().manual_seed(seed))
         chunks = self._chunks()
         feats: Tensor | None = None
-        bar = tqdm(total=len(chunks), desc="teacher NTK (features)", disable=not self.progress, leave=False)
+        bar = progress_bar(total=len(chunks), desc="teacher NTK (features)", enabled=self.progress)
         for sl in chunks:
             fac = kernel_factors(
                 self.teacher,

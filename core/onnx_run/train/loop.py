@@ -20,12 +20,13 @@ from typing import Any, Callable
 import attrs
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from onnx_run.components import DistillationLoss, DistillContext, GlobalBatch, Logs, RunInfo, Task
 from onnx_run.config import TrainSettings
 from onnx_run.errors import UserError
 from onnx_run.precision import autocast, check_precision, float32_region, make_grad_scaler, to_float32
+from onnx_run.progress import bar as progress_bar
+from onnx_run.progress import log_line
 from onnx_run.train import distributed as dist
 from onnx_run.train.checkpoint import load_checkpoint, save_checkpoint, write_json
 
@@ -420,8 +421,9 @@ class _Loop:
         model.train()
         perm = self.keep[torch.randperm(len(self.keep), generator=torch.Generator().manual_seed(self.seed * 100003 + epoch))]
         sums: dict[str, float] = {}
-        bar = tqdm(range(self.steps_per_epoch), desc=f"{self.t.output.desc} epoch {epoch + 1}/{s.epochs}",
-                   disable=not self.t.output.progress or not self.main, leave=False, dynamic_ncols=True)
+        shown = self.t.output.progress and self.main
+        bar = progress_bar(range(self.steps_per_epoch), desc=f"{self.t.output.desc} epoch {epoch + 1}/{s.epochs}",
+                           enabled=shown)
         for step in bar:
             loss_value, logs = self._step(epoch, step, perm)
             for k, val in {"loss": loss_value, **logs}.items():
@@ -451,6 +453,8 @@ class _Loop:
             save_checkpoint(self.last_path, state)
             with self.metrics_path.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
+        log_line(f"{self.t.output.desc} epoch {epoch + 1}/{s.epochs}: train loss {row['train_loss']:.4f}, "
+                 f"val {self.primary} {val[self.primary]:.4f}, {time.perf_counter() - t0:.1f} s", enabled=shown)
         self._hook("on_epoch_end", epoch=epoch, metrics=row)
         dist.barrier()
 

@@ -275,7 +275,7 @@ class MetasurfaceFrontend(OpticalFrontend):
     def design(self, target: torch.Tensor, *, progress: bool = True, generator: torch.Generator | None = None,
                iterations: int | None = None) -> dict[str, Any]:
         """Design this physical frontend's widths for ``target`` PSFs (tiles, C, kh, kw); fit gains."""
-        from tqdm.auto import tqdm
+        from onnx_run.progress import bar as progress_bar
 
         self._require_physical("design")
         c = self.config
@@ -302,7 +302,7 @@ class MetasurfaceFrontend(OpticalFrontend):
         history = []
         # Adam at a fixed lr jitters around the optimum at the end: keep the best iterate seen
         best_loss, best = float(err0.pow(2).sum()), widths.detach().clone()
-        bar = tqdm(range(iters), desc="realise metasurface", disable=not progress, leave=False, dynamic_ncols=True)
+        bar = progress_bar(range(iters), desc="realise metasurface", enabled=progress)
         for it in bar:
             opt.zero_grad(set_to_none=True)
             err = normalised_error(self.psfs_from_widths(widths), target)
