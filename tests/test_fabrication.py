@@ -204,3 +204,94 @@ def test_finetune_changes_only_backend(tmp_path, tiny_optics):
     assert all(torch.equal(p, before["frontend." + n]) for n, p in device.frontend.inner.named_parameters())
     best = torch.load(tmp_path / "ft" / "best.pt", weights_only=True)
     assert best["epoch"] >= -1  # -1: no epoch beat the starting weights on validation, which are kept
+
+
+def test_severity_scales_every_default_error():
+    """``fabricate.severity``: each magnitude times the severity (shot noise through the
+    photo-electron count, which goes as 1 / severity**2), written out in full; 1 changes nothing."""
+    from onnx_run.config import FabricateSettings
+    from onnx_run.fabrication.device import scale_error_specs
+
+    defaults = FabricateSettings().errors
+    assert scale_error_specs(defaults, 1.0) == defaults
+    harsher = {s["name"]: s for s in scale_error_specs(defaults, 2.0)}
+    assert harsher["brightness"]["sigma"] == pytest.approx(0.2)
+    assert (harsher["misalignment"]["shift_px"], harsher["misalignment"]["rotation_deg"]) == (1.0, 2.0)
+    assert harsher["kernel-error"]["sigma"] == pytest.approx(0.2)
+    assert harsher["sensor-noise"]["photons_at_unit"] == pytest.approx(250.0)
+    assert harsher["sensor-noise"]["read_sigma"] == pytest.approx(0.02)
+    assert scale_error_specs([{"name": "phase-quantisation", "bits": 6}], 4.0) == [
+        {"name": "phase-quantisation", "bits": 4}]  # a 4x coarser phase step: 2 bits fewer
+
+
+def test_a_harsher_device_deviates_proportionally(frontend):
+    """Same device seed, severity 2: the brightness error drawn is exactly twice as large."""
+    from onnx_run.fabrication.device import scale_error_specs
+
+    x = torch.rand(3, 1, 16, 16)
+    spec = [{"name": "brightness", "sigma": 0.1}]
+    with torch.no_grad():
+        one = fabricate(frontend, build_error_models(spec), seed=4)(x) / frontend(x) - 1
+        two = fabricate(frontend, build_error_models(scale_error_specs(spec, 2.0)), seed=4)(x) / frontend(x) - 1
+    assert float(one.mean()) != 0
+    assert torch.allclose(two, 2 * one, rtol=1e-4, atol=1e-6)
+
+
+def test_every_registered_error_model_scales(tiny_optics):
+    """The contract for error models with settings: ``scaled(1)`` is the identity and
+    ``scaled(2)`` gives valid settings of the same class, none of them smaller."""
+    import attrs
+
+    from onnx_run.plugins import registry
+
+    models = {name: comp for name, comp in registry()["error_models"].items() if comp.config is not None}
+    assert {"brightness", "metasurface-width", "diffractive-axial"} <= set(models)
+    for name, comp in models.items():
+        if not hasattr(comp.config, "scaled"):
+            continue  # test plugins; the bundled ones are listed above
+        cfg = comp.config()
+        assert cfg.scaled(1.0) == cfg, name
+        worse = cfg.scaled(2.0)
+        assert type(worse) is type(cfg), name
+        for field in attrs.fields(type(cfg)):
+            a, b = getattr(cfg, field.name), getattr(worse, field.name)
+            if isinstance(a, float) and field.name != "photons_at_unit":
+                assert b >= a, (name, field.name)
+
+
+def test_severity_mistakes_are_one_line(monkeypatch):
+    from onnx_run.fabrication.device import scale_error_specs
+    from onnx_run.fabrication.errors import BrightnessConfig
+
+    with pytest.raises(UserError, match=r"fabricate.severity = 20: error model 'kernel-error' \(fabricate.errors\[0\]\) "
+                                        r"cannot be made that harsh: .*sigma"):
+        scale_error_specs([{"name": "kernel-error", "sigma": 0.1}], 20.0)
+    monkeypatch.delattr(BrightnessConfig, "scaled")
+    with pytest.raises(UserError, match=r"error model 'brightness' .* does not say how it scales.*allowed: severity = 1"):
+        scale_error_specs([{"name": "brightness"}], 2.0)
+    assert scale_error_specs([{"name": "brightness"}], 1.0) == [{"name": "brightness"}]
+    with pytest.raises(UserError, match=r"fabricate.errors\[0\].name: unknown error model 'nope'"):
+        scale_error_specs([{"name": "nope"}], 1.0)  # checked at severity 1 too
+
+
+@pytest.mark.parametrize("sets, message", [
+    (['fabricate.errors=[{name = "brightnes"}]'], "Error: fabricate.errors[0].name: unknown error model 'brightnes'"),
+    (['fabricate.errors=[{name = "brightness", sigma_typo = 0.1}]'], "Error: fabricate.errors[0]: unknown key"),
+    (["fabricate.severity=0"], "Error: fabricate.severity: must be > 0"),
+    (["fabricate.severity=20"], "Error: fabricate.severity = 20: error model 'brightness' (fabricate.errors[0]) "
+                                "cannot be made that harsh"),
+])
+def test_fabrication_mistakes_are_caught_by_the_dry_run(tmp_path, tiny_optics, sets, message):
+    """A misspelt error model or key, or a severity no model can take, is one line and exit 2
+    before anything trains (it used to pass --dry-run and fail at the fabricate stage)."""
+    from click.testing import CliRunner
+
+    from onnx_run.cli import cli
+
+    out = tmp_path / "runs"
+    args = ["--optics", "tiny", "--task", "classification", "--out", str(out), "--dry-run"]
+    res = CliRunner().invoke(cli, args + [a for s in sets for a in ("--set", s)])
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), res.output
+    assert not out.exists()

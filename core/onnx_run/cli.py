@@ -329,24 +329,36 @@ def realise_cmd(run_dir: str) -> None:
 @click.option("--student-seed", type=int, default=None, help="which seed of that student (default: run.seed)")
 @click.option("--measured-psfs", type=click.Path(file_okay=False), help="build the device from measured PSFs")
 @click.option("--name", help="device name (a folder under RUN_DIR/fabricated)")
-def fabricate_cmd(run_dir, error_models, seed, student, student_seed, measured_psfs, name) -> None:
+@click.option("--severity", type=float, default=None,
+              help="every error's magnitude times this (default: fabricate.severity); 2 = twice as bad")
+def fabricate_cmd(run_dir, error_models, seed, student, student_seed, measured_psfs, name, severity) -> None:
     """Make a fabricated device from a trained run (sampled errors, or measured PSFs)."""
-    from onnx_run.fabrication.device import build_error_models, parse_error_spec
+    import math
+
+    from onnx_run.fabrication.device import build_error_models, parse_error_spec, scale_error_specs
 
     pipe = _open_run(run_dir)
     errors = [parse_error_spec(e) for e in error_models] if error_models else list(pipe.cfg.fabricate.errors)
     if measured_psfs and not error_models:
         errors = [e for e in errors if e.get("name") == "sensor-noise"]
-    build_error_models(errors, key="--error-model")  # validate before any work
+    key = "--error-model" if error_models else "fabricate.errors"
+    severity = pipe.cfg.fabricate.severity if severity is None else severity
+    if not (math.isfinite(severity) and 0 < severity <= 100):
+        raise UserError(f"--severity: expected a number in (0, 100], got {severity:g}")
+    errors = scale_error_specs(errors, severity, key=key)
+    build_error_models(errors, key=key)  # validate before any work
     student = student or pipe.fabricated_student()
     if student not in pipe.cfg.students.methods:
         raise UserError(f"--student {student!r}: this run trained {', '.join(pipe.cfg.students.methods)}")
     student_seed = pipe.cfg.run.seed if student_seed is None else student_seed
     seed = pipe.cfg.fabricate.seed if seed is None else seed
     info: dict[str, Any] = {"student": student, "student_seed": student_seed, "device_seed": seed, "errors": errors}
+    if severity != 1:
+        info["severity"] = severity
     if measured_psfs:
         info["measured_psfs"] = str(Path(measured_psfs).resolve())
-    info["name"] = name or (f"{student}-seed{student_seed}-" + ("measured" if measured_psfs else f"s{seed}"))
+    info["name"] = name or (f"{student}-seed{student_seed}-" + ("measured" if measured_psfs else f"s{seed}")
+                            + ("" if severity == 1 else f"-x{severity:g}"))
     pipe.write_device(info)
     click.echo(f"device {info['name']!r}: {pipe.device_dir(info['name'])}")
 
@@ -414,7 +426,8 @@ def robustness_cmd(run_dir, error_spec, key, values, methods) -> None:
     primary = pipe.task.primary_metric
     for mag, spec in zip(mags, specs):
         for info in pipe.config_devices():
-            dev = {**info, "name": f"robust-{base['name']}-{key}{mag}-{info['name']}", "errors": [spec]}
+            dev = {**{k: v for k, v in info.items() if k != "severity"},  # the swept model alone, as given
+                   "name": f"robust-{base['name']}-{key}{mag}-{info['name']}", "errors": [spec]}
             pipe.write_device(dev)
             for row in pipe.compensate_device(dev["name"], chosen):
                 points.append({"magnitude": mag, "method": row["method"], primary: row[f"test_{primary}"]})

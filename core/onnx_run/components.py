@@ -290,7 +290,8 @@ class ErrorModel:
 
     ``apply_to_frontend`` perturbs a frontend once per fabricated device (static errors,
     sampled from ``generator``); ``apply_to_measurement`` perturbs each capture (noise).
-    Either may be the identity.
+    Either may be the identity. Its config class may define ``scaled(severity)``: the settings
+    of a device ``severity`` times as bad (``fabricate.severity``; :func:`scaled_settings`).
     """
 
     def __init__(self, config: Any):
@@ -301,6 +302,13 @@ class ErrorModel:
 
     def apply_to_measurement(self, features: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return features
+
+
+def scaled_settings(config: Any, severity: float, **exponents: float) -> Any:
+    """``config`` with each named magnitude multiplied by ``severity ** exponent``: 1 for the
+    size of a deviation (a sigma, a shift), -2 for a count whose inverse square root is the
+    deviation (photo-electrons: shot noise grows as severity). The config's validators run."""
+    return attrs.evolve(config, **{k: getattr(config, k) * severity ** e for k, e in exponents.items()})
 
 
 @attrs.define

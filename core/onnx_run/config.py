@@ -97,12 +97,14 @@ class FabricateSettings:
     """Which trained student becomes a device, and the error models of its fabrication.
 
     ``errors``: a list of tables ``{name = "...", <settings>}`` of registered error models,
-    applied in order; ``devices``: fabricated devices per student seed, each sampled from
-    ``seed + index``.
+    applied in order; ``severity``: every error's magnitude times this (each model's
+    ``scaled(severity)``: 2 = a device twice as bad); ``devices``: fabricated devices per
+    student seed, each sampled from ``seed + index``.
     """
 
     student: str = "ntkd"
     errors: list[dict[str, Any]] = attrs.field(factory=_default_errors)
+    severity: float = attrs.field(default=1.0, validator=[v.gt(0), v.le(100)])
     devices: int = attrs.field(default=1, validator=[v.ge(1), v.le(100)])
     seed: int = attrs.field(default=1000, validator=v.ge(0))
 

@@ -80,6 +80,11 @@ class Pipeline:
         #: the teacher ("teacher": (model, info)) and its kernel lookup ("kernel"), built on first
         #: use and shared with every variant of this pipeline
         self._shared: dict[str, Any] = {}
+        from onnx_run.fabrication.device import scale_error_specs
+
+        #: fabricate.errors at fabricate.severity, checked now: a misspelt model or key is one line
+        #: before anything trains, not a failure at the fabricate stage
+        self.device_errors = scale_error_specs(cfg.fabricate.errors, cfg.fabricate.severity)
         if teacher_checkpoint and not Path(teacher_checkpoint).is_file():
             raise UserError(f"--teacher-checkpoint {teacher_checkpoint}: file not found")
         if teacher_checkpoint:
@@ -358,8 +363,11 @@ class Pipeline:
     def config_devices(self) -> list[dict[str, Any]]:
         """The devices the config asks for: fabricate.devices per student seed."""
         student = self.fabricated_student()
-        return [{"name": f"{student}-seed{seed}-dev{i}", "student": student, "student_seed": seed,
-                 "device_seed": self.cfg.fabricate.seed + 1000 * seed + i, "errors": self.cfg.fabricate.errors}
+        severity = self.cfg.fabricate.severity
+        harsher = {} if severity == 1 else {"severity": severity}
+        tag = "" if severity == 1 else f"-x{severity:g}"  # devices of several severities side by side
+        return [{"name": f"{student}-seed{seed}-dev{i}{tag}", "student": student, "student_seed": seed,
+                 "device_seed": self.cfg.fabricate.seed + 1000 * seed + i, "errors": self.device_errors, **harsher}
                 for seed in self.seeds() for i in range(self.cfg.fabricate.devices)]
 
     def build_device(self, info: dict[str, Any]):

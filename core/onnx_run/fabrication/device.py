@@ -13,6 +13,7 @@ import copy
 import itertools
 from typing import Any, Sequence
 
+import attrs
 import torch
 from torch import nn
 
@@ -67,12 +68,12 @@ def fabricate(frontend: OpticalFrontend, error_models: Sequence[ErrorModel], see
     return FabricatedFrontend(device, error_models)
 
 
-def build_error_models(specs: Sequence[dict[str, Any]], *, key: str = "fabricate.errors") -> list[ErrorModel]:
-    """Error models from ``[{name = "brightness", sigma = 0.1}, ...]`` tables."""
+def _error_model_settings(specs: Sequence[dict[str, Any]], key: str) -> list[tuple[str, Any, Any]]:
+    """(name, registered component, structured settings or None) of each error-model table."""
     from onnx_run.config import structure_section
     from onnx_run.plugins import get_component
 
-    models = []
+    out = []
     for i, spec in enumerate(specs):
         if not isinstance(spec, dict) or "name" not in spec:
             raise UserError(f"{key}[{i}]: expected a table with a 'name', got {spec!r}")
@@ -85,8 +86,41 @@ def build_error_models(specs: Sequence[dict[str, Any]], *, key: str = "fabricate
             cfg = None
         else:
             cfg = structure_section(table, comp.config, f"{key}[{i}]")
-        models.append(comp.factory(cfg))
-    return models
+        out.append((name, comp, cfg))
+    return out
+
+
+def build_error_models(specs: Sequence[dict[str, Any]], *, key: str = "fabricate.errors") -> list[ErrorModel]:
+    """Error models from ``[{name = "brightness", sigma = 0.1}, ...]`` tables."""
+    return [comp.factory(cfg) for _, comp, cfg in _error_model_settings(specs, key)]
+
+
+def scale_error_specs(specs: Sequence[dict[str, Any]], severity: float, *,
+                      key: str = "fabricate.errors") -> list[dict[str, Any]]:
+    """The tables of a device ``severity`` times as bad (``fabricate.severity``): each model's
+    settings through its config's ``scaled(severity)``, written out in full so that
+    device.json holds the magnitudes the device was made with. Severity 1 returns the tables
+    as given; a model that does not say how it scales is refused in one line."""
+    checked = _error_model_settings(specs, key)
+    if severity == 1:
+        return [dict(spec) for spec in specs]
+    out = []
+    for i, (name, comp, cfg) in enumerate(checked):
+        if cfg is None:  # nothing to scale
+            out.append({"name": name})
+            continue
+        scale = getattr(cfg, "scaled", None)
+        if scale is None:
+            raise UserError(f"fabricate.severity = {severity:g}: error model {name!r} ({key}[{i}], plugin "
+                            f"{comp.plugin!r}) does not say how it scales (no scaled() on its settings); allowed: "
+                            f"severity = 1 with its magnitudes set in {key}")
+        try:
+            harsher = scale(severity)
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"fabricate.severity = {severity:g}: error model {name!r} ({key}[{i}]) cannot be "
+                            f"made that harsh: {exc}") from None
+        out.append({"name": name, **attrs.asdict(harsher, recurse=False)})
+    return out
 
 
 def parse_error_spec(text: str) -> dict[str, Any]:

@@ -6,11 +6,13 @@ their own physics (pillar widths, layer misalignment) through ``register_error_m
 
 from __future__ import annotations
 
+import math
+
 import attrs
 import torch
 from attrs import validators as v
 
-from onnx_run.components import ErrorModel, OpticalFrontend
+from onnx_run.components import ErrorModel, OpticalFrontend, scaled_settings
 
 
 class _Brightness(torch.nn.Module):
@@ -31,6 +33,9 @@ class BrightnessConfig:
 
     sigma: float = attrs.field(default=0.1, validator=[v.ge(0), v.lt(1)])
 
+    def scaled(self, severity: float) -> "BrightnessConfig":
+        return scaled_settings(self, severity, sigma=1)
+
 
 class BrightnessError(ErrorModel):
     def apply_to_frontend(self, frontend, generator):
@@ -47,6 +52,9 @@ class SensorNoiseConfig:
 
     photons_at_unit: float = attrs.field(default=1000.0, validator=v.gt(0))
     read_sigma: float = attrs.field(default=0.01, validator=v.ge(0))
+
+    def scaled(self, severity: float) -> "SensorNoiseConfig":
+        return scaled_settings(self, severity, photons_at_unit=-2, read_sigma=1)
 
 
 class SensorNoise(ErrorModel):
@@ -101,6 +109,9 @@ class MisalignmentConfig:
     shift_px: float = attrs.field(default=0.5, validator=v.ge(0))
     rotation_deg: float = attrs.field(default=1.0, validator=v.ge(0))
 
+    def scaled(self, severity: float) -> "MisalignmentConfig":
+        return scaled_settings(self, severity, shift_px=1, rotation_deg=1)
+
 
 class Misalignment(ErrorModel):
     def apply_to_frontend(self, frontend, generator):
@@ -115,6 +126,9 @@ class KernelErrorConfig:
     sampled per device (delta in the paper's error model)."""
 
     sigma: float = attrs.field(default=0.1, validator=[v.ge(0), v.lt(1)])
+
+    def scaled(self, severity: float) -> "KernelErrorConfig":
+        return scaled_settings(self, severity, sigma=1)
 
 
 def _replace_optics(frontend, method: str, make):
@@ -146,6 +160,10 @@ class PhaseQuantisationConfig:
     coarser than the design): the designed phase is rounded to the nearest level."""
 
     bits: int = attrs.field(default=4, validator=[v.ge(1), v.le(16)])
+
+    def scaled(self, severity: float) -> "PhaseQuantisationConfig":
+        """The phase step (2 pi / 2**bits) ``severity`` times coarser: log2(severity) bits fewer."""
+        return attrs.evolve(self, bits=max(1, self.bits - round(math.log2(severity))))
 
 
 class PhaseQuantisation(ErrorModel):

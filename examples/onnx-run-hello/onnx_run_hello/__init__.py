@@ -9,7 +9,7 @@ import click
 from attrs import validators as v
 
 import onnx_run
-from onnx_run.components import ErrorModel
+from onnx_run.components import ErrorModel, scaled_settings
 
 
 @attrs.define(kw_only=True)
@@ -17,6 +17,10 @@ class DimConfig:
     """How much light the device loses (0 = none, 1 = all)."""
 
     loss: float = attrs.field(default=0.2, validator=[v.ge(0), v.lt(1)])
+
+    def scaled(self, severity):
+        """A device ``severity`` times as bad (``fabricate.severity``) loses that much more light."""
+        return scaled_settings(self, severity, loss=1)
 
 
 class Dim(ErrorModel):

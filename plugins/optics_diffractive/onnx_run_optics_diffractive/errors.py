@@ -14,7 +14,7 @@ import attrs
 import torch
 from attrs import validators as v
 
-from onnx_run.components import ErrorModel
+from onnx_run.components import ErrorModel, scaled_settings
 
 from onnx_run_optics_diffractive.frontend import POSE, DiffractiveFrontend
 
@@ -41,6 +41,9 @@ class LayerMisalignmentConfig:
     shift_um: float = attrs.field(default=0.0, validator=v.ge(0))
     rotation_deg: float = attrs.field(default=0.1, validator=[v.ge(0), v.le(45)])
 
+    def scaled(self, severity: float) -> "LayerMisalignmentConfig":
+        return scaled_settings(self, severity, shift_neurons=1, shift_um=1, rotation_deg=1)
+
 
 class LayerMisalignment(ErrorModel):
     def apply_to_frontend(self, frontend, generator):
@@ -65,6 +68,9 @@ class AxialErrorConfig:
 
     sigma_fraction: float = attrs.field(default=0.01, validator=[v.ge(0), v.lt(0.5)])
     sigma_um: float = attrs.field(default=0.0, validator=v.ge(0))
+
+    def scaled(self, severity: float) -> "AxialErrorConfig":
+        return scaled_settings(self, severity, sigma_fraction=1, sigma_um=1)
 
 
 class AxialError(ErrorModel):
@@ -94,6 +100,9 @@ class TiltConfig:
     sigma_deg: float = attrs.field(default=0.5, validator=[v.ge(0), v.le(20)])
     strips: int = attrs.field(default=8, validator=[v.ge(1), v.le(64)])
 
+    def scaled(self, severity: float) -> "TiltConfig":
+        return scaled_settings(self, severity, sigma_deg=1)
+
 
 class TiltError(ErrorModel):
     def apply_to_frontend(self, frontend, generator):
@@ -118,6 +127,9 @@ class HeightErrorConfig:
     sigma_fraction: float = attrs.field(default=0.02, validator=[v.ge(0), v.le(1)])
     sigma_um: float = attrs.field(default=0.0, validator=v.ge(0))
     scale_sigma: float = attrs.field(default=0.01, validator=[v.ge(0), v.lt(0.5)])
+
+    def scaled(self, severity: float) -> "HeightErrorConfig":
+        return scaled_settings(self, severity, sigma_fraction=1, sigma_um=1, scale_sigma=1)
 
 
 class HeightError(ErrorModel):

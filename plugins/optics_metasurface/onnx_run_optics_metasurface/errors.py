@@ -17,7 +17,7 @@ import attrs
 import torch
 from attrs import validators as v
 
-from onnx_run.components import ErrorModel, OpticalFrontend
+from onnx_run.components import ErrorModel, OpticalFrontend, scaled_settings
 
 
 def _apply(frontend: torch.nn.Module, what: str, change: Callable[[OpticalFrontend], None]) -> torch.nn.Module:
@@ -59,6 +59,9 @@ class PillarWidthErrorConfig:
     global_sigma_nm: float = attrs.field(default=8.8, validator=[v.ge(0), v.le(200)])
     local_sigma_nm: float = attrs.field(default=4.4, validator=[v.ge(0), v.le(200)])
 
+    def scaled(self, severity: float) -> "PillarWidthErrorConfig":
+        return scaled_settings(self, severity, global_sigma_nm=1, local_sigma_nm=1)
+
 
 class PillarWidthError(ErrorModel):
     def apply_to_frontend(self, frontend, generator):
@@ -78,6 +81,9 @@ class MinFeatureConfig:
 
     min_feature_nm: float = attrs.field(default=80.0, validator=[v.ge(0), v.le(10000)])
     min_gap_nm: float = attrs.field(default=80.0, validator=[v.ge(0), v.le(10000)])
+
+    def scaled(self, severity: float) -> "MinFeatureConfig":
+        return scaled_settings(self, severity, min_feature_nm=1, min_gap_nm=1)
 
 
 class MinFeatureClip(ErrorModel):
@@ -102,6 +108,9 @@ class DistanceErrorConfig:
 
     sigma_um: float = attrs.field(default=10.0, validator=[v.ge(0), v.le(10000)])
 
+    def scaled(self, severity: float) -> "DistanceErrorConfig":
+        return scaled_settings(self, severity, sigma_um=1)
+
 
 class DistanceError(ErrorModel):
     def apply_to_frontend(self, frontend, generator):
@@ -120,6 +129,9 @@ class LateralShiftConfig:
 
     sigma_um: float = attrs.field(default=2.0, validator=[v.ge(0), v.le(10000)])
 
+    def scaled(self, severity: float) -> "LateralShiftConfig":
+        return scaled_settings(self, severity, sigma_um=1)
+
 
 class LateralShift(ErrorModel):
     def apply_to_frontend(self, frontend, generator):
@@ -137,6 +149,9 @@ class WavelengthShiftConfig:
     lambda / lambda' (pillar dispersion neglected)."""
 
     sigma_nm: float = attrs.field(default=2.0, validator=[v.ge(0), v.le(200)])
+
+    def scaled(self, severity: float) -> "WavelengthShiftConfig":
+        return scaled_settings(self, severity, sigma_nm=1)
 
 
 class WavelengthShift(ErrorModel):
