@@ -295,3 +295,33 @@ def test_fabrication_mistakes_are_caught_by_the_dry_run(tmp_path, tiny_optics, s
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), res.output
     assert not out.exists()
+
+
+def test_compensation_lr_is_chosen_on_the_captured_validation_images(tmp_path, tiny_optics):
+    """``finetune.lr_grid``: each method but none is fine-tuned at every lr; the summary is the
+    one best on validation (with the grid's scores beside it); a resume retrains nothing."""
+    from click.testing import CliRunner
+
+    from onnx_run.cli import cli
+
+    out = tmp_path / "runs"
+    args = ["--optics", "tiny", "--task", "classification", "--distill", "none", "--out", str(out),
+            "--stages", "teacher,students,realise,fabricate,compensate", "--set", "train.epochs=1",
+            "--set", "train.max_train=128", "--set", "teacher_train.epochs=1", "--set", "teacher_train.max_train=128",
+            "--set", "run.progress=false", "--set", "fabricate.student=none", "--set", "finetune.epochs=2",
+            "--set", 'finetune.methods=["none", "e2e"]', "--set", "finetune.lr_grid=[1e-5, 0.03]",
+            "--set", "fabricate.severity=2"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    dev = out / "tiny-classification-digits" / "fabricated" / "none-seed0-dev0-x2"
+    assert json.loads((dev / "device.json").read_text())["severity"] == 2
+    e2e = json.loads((dev / "finetune" / "e2e" / "summary.json").read_text())
+    tried = {lr: json.loads((dev / "finetune" / "e2e" / f"lr{lr}" / "summary.json").read_text())
+             for lr in ("1e-05", "0.03")}
+    assert set(e2e["lr_search"]) == set(tried)
+    best = max(tried, key=lambda lr: tried[lr]["val_accuracy"])
+    assert f"{e2e['lr']:g}" == best and e2e["test_accuracy"] == tried[best]["test_accuracy"]
+    assert not (dev / "finetune" / "none" / "lr1e-05").exists()  # nothing to tune without fine-tuning
+    stamp = (dev / "finetune" / "e2e" / "summary.json").stat().st_mtime_ns
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    assert (dev / "finetune" / "e2e" / "summary.json").stat().st_mtime_ns == stamp

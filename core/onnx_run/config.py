@@ -114,13 +114,17 @@ class FinetuneSettings(TrainSettings):
     """Backend-only compensation after fabrication, on ``fraction`` of the training images
     captured through the device. ``methods``: none (no compensation), e2e (task loss), kd,
     ntkd (NTK w.r.t. the backend parameters, teacher on raw images; settings from
-    [distill.ntkd])."""
+    [distill.ntkd]). ``lr_grid``: when given, every method but none is fine-tuned at each of
+    these learning rates and the one best on the captured validation images is kept (the same
+    budget for every method; test is read once, for the chosen lr)."""
 
     methods: list[str] = attrs.field(factory=lambda: ["none", "e2e", "ntkd"], validator=_method_list)
     fraction: float = attrs.field(default=0.1, validator=[v.gt(0), v.le(1)])
     epochs: int = attrs.field(default=15, validator=[v.ge(0), v.le(10000)])
     lr: float = attrs.field(default=1e-3, validator=v.gt(0))
     batch_size: int = attrs.field(default=64, validator=v.ge(1))
+    lr_grid: list[float] = attrs.field(factory=list, validator=v.deep_iterable(
+        v.and_(v.instance_of((int, float)), v.gt(0), v.le(10)), v.instance_of(list)))
 
 
 @attrs.define(kw_only=True)

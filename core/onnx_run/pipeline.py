@@ -448,14 +448,31 @@ class Pipeline:
         for method in methods:
             path = base / method / "summary.json"
             if method in todo:
-                summary = finetune_backend(task=self.task, splits=self.splits, method=method, settings=settings,
-                                           run_dir=base / method, seed=int(info["student_seed"]), device=self.device,
-                                           loss_choices=self.cfg.methods["distill"], progress=self.progress,
-                                           precision=self.precision, **ctx)
+                def tune(settings: Any, run_dir: Path, method: str = method) -> dict[str, Any]:
+                    return finetune_backend(task=self.task, splits=self.splits, method=method, settings=settings,
+                                            run_dir=run_dir, seed=int(info["student_seed"]), device=self.device,
+                                            loss_choices=self.cfg.methods["distill"], progress=self.progress,
+                                            precision=self.precision, **ctx)
+
+                summary = (tune(settings, base / method) if method == "none" or not settings.lr_grid
+                           else self._lr_search(tune, settings, base / method))
             else:
                 summary = json.loads(path.read_text())
             rows.append({"method": method, "device": name, **summary})
         return rows
+
+    def _lr_search(self, tune: Callable[[Any, Path], dict[str, Any]], settings: Any, out: Path) -> dict[str, Any]:
+        """Fine-tune at each lr of ``finetune.lr_grid`` (``out/lr<x>/``) and keep the one best on
+        the captured validation images: its summary, with the grid's validation scores, becomes
+        ``out/summary.json``."""
+        import attrs
+
+        metric = f"val_{self.task.primary_metric}"
+        tried = [(lr, tune(attrs.evolve(settings, lr=lr), out / f"lr{lr:g}")) for lr in settings.lr_grid]
+        lr, best = max(tried, key=lambda t: t[1][metric])  # the first of equals: the grid's order decides
+        summary = {**best, "lr": lr, "lr_search": {f"{x:g}": s[metric] for x, s in tried}}
+        write_json(out / "summary.json", summary)
+        return summary
 
     def stage_compensate(self) -> dict[str, Any]:
         rows = []
