@@ -120,3 +120,24 @@ def test_an_optics_recipe_sees_the_chosen_optics_settings(tiny_optics, monkeypat
     assert rgb.train.lr == 0.004 and seen[-1][1]["channels"] == 3  # the task's suggestion
     monkeypatch.setattr(TinyOpticsConfig, "core_defaults", classmethod(lambda cls, kind: {"train": {"lr": 0.006}}))
     assert load_config(None, [], {"optics": "tiny"}).train.lr == 0.006
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("train.lr=inf", "Error: train.lr: expected a finite number, got inf"),
+    ("train.lr=nan", "Error: train.lr: expected a finite number, got nan"),
+    ("optics.focal_length_mm=-inf", "Error: optics.focal_length_mm: expected a finite number, got -inf"),
+    ('fabricate.errors=[{name = "brightness", sigma = nan}]',
+     "Error: fabricate.errors[0].sigma: expected a finite number, got nan"),
+    ("finetune.lr_grid=[0.001, inf]", "Error: finetune.lr_grid[1]: expected a finite number, got inf"),
+])
+def test_non_finite_settings_are_refused(setting, message, tmp_path):
+    res = CliRunner().invoke(cli, ["--optics", "4f", "--task", "classification", "--set", setting,
+                                   "--out", str(tmp_path / "runs"), "--dry-run"])
+    assert res.exit_code == 2 and res.output.strip() == message, res.output
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("text, methods", [("kd", ["kd"]), ("none,kd", ["none", "kd"]), ("none, ntkd", ["none", "ntkd"])])
+def test_a_list_setting_given_as_text_is_comma_separated(text, methods):
+    """``--set students.methods=kd`` means one method, not the letters k and d."""
+    assert load_config(None, [f"students.methods={text}"], {"optics": "4f"}).students.methods == methods

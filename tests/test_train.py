@@ -162,3 +162,20 @@ def test_progress_fits_where_it_goes(setup, tmp_path, monkeypatch, capsys, termi
         assert "\r" not in err and len(lines) == 3
         assert lines[0].startswith("student none epoch 1/3: train loss ") and " val accuracy " in lines[0]
     assert run("quiet", False) == ""
+
+
+@pytest.mark.parametrize("where", ["file", "under-a-file"])
+def test_out_that_is_a_file_is_one_line(tmp_path, tiny_optics, where):
+    """``--out`` naming a file (or a folder under one): exit 2, one Error line, the file as it was."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("keep me\n")
+    out = blocker if where == "file" else blocker / "runs"
+    res = CliRunner().invoke(cli, ["--optics", "tiny", "--task", "classification", "--distill", "none",
+                                   "--stages", "students", "--out", str(out), "--set", "train.epochs=1",
+                                   "--set", "run.progress=false"])
+    assert res.exit_code == 2, res.output
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("Error:")]
+    assert errors == [f"Error: --out / run.out: {blocker} is a file, not a folder; allowed: a folder (it is "
+                      f"created if missing) or a path that does not exist yet"]
+    assert "Traceback" not in res.output and blocker.read_text() == "keep me\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

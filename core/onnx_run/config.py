@@ -12,8 +12,10 @@ allowed.
 from __future__ import annotations
 
 import inspect
+import math
 import re
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -333,12 +335,39 @@ def _first_error(exc: BaseException, path: str, cls: type) -> str:
     return f"{path}: {msg}"
 
 
+def _non_finite(value: Any, key: str) -> tuple[str, float] | None:
+    """The first NaN or infinity in a setting (nested tables and lists too), with its key."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return key, value
+    items = value.items() if isinstance(value, Mapping) else \
+        enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{key}[{k}]" if isinstance(k, int) else f"{key}.{k}")
+        if found:
+            return found
+    return None
+
+
+def _lists_from_text(data: Mapping[str, Any], cls: type) -> dict[str, Any]:
+    """A list setting given as text (``--set students.methods=kd`` or ``"none,kd"``) read as
+    the comma-separated list it means, not as a list of its letters."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - a plugin's annotation that names an unimported type: leave as is
+        return dict(data)
+    return {k: [p.strip() for p in v.split(",") if p.strip()]
+            if isinstance(v, str) and typing.get_origin(hints.get(k)) is list else v for k, v in data.items()}
+
+
 def structure_section(data: Mapping[str, Any], cls: type, path: str) -> Any:
     """Structure one TOML table into its attrs class, or raise a one-line UserError."""
     if not isinstance(data, Mapping):
         raise UserError(f"{path}: expected a table of settings, got {data!r}")
+    found = _non_finite(dict(data), path)
+    if found:
+        raise UserError(f"{found[0]}: expected a finite number, got {found[1]}")
     try:
-        return converter.structure(dict(data), cls)
+        return converter.structure(_lists_from_text(data, cls), cls)
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line for the user
         raise UserError(_first_error(exc, path, cls)) from None
 

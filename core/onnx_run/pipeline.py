@@ -114,7 +114,7 @@ class Pipeline:
         from onnx_run.train.distributed import barrier, is_main
 
         if is_main():
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            _make_run_dir(self.run_dir)
             atomic_write_text(path, text)
         barrier()
 
@@ -523,6 +523,20 @@ class Pipeline:
         if stage in stage_functions:
             return stage_functions[stage](self)
         return getattr(self, f"stage_{stage}")()
+
+
+def _make_run_dir(run_dir: Path) -> None:
+    """Create ``run_dir``, or one line saying why it cannot be (a file in the way, no permission,
+    a full disk): exit 2, nothing written."""
+    blocked = next((p for p in (run_dir, *run_dir.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise UserError(f"--out / run.out: {blocked} is a file, not a folder; allowed: a folder (it is created "
+                        f"if missing) or a path that does not exist yet")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out / run.out: cannot create the run directory {run_dir}: {exc.strerror}; "
+                        f"allowed: a folder you can write to") from None
 
 
 def _stage_note(stage: str, result: Any, metric: str) -> str:
