@@ -179,3 +179,28 @@ def test_out_that_is_a_file_is_one_line(tmp_path, tiny_optics, where):
                       f"created if missing) or a path that does not exist yet"]
     assert "Traceback" not in res.output and blocker.read_text() == "keep me\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+class _NotATensor:
+    pass
+
+
+@pytest.mark.parametrize("content, message", [
+    ("text", "not a torch checkpoint (torch.load failed with"),
+    ("object", "_NotATensor), not only tensors, and onnx-run never unpickles"),
+    ("wrong keys", "--teacher-checkpoint {path}: parameter names do not match the model"),
+])
+def test_a_bad_teacher_checkpoint_writes_nothing(tmp_path, tiny_optics, content, message):
+    """Refused in one line before the run directory exists (it used to leave config.toml)."""
+    path = tmp_path / "teacher.pt"
+    if content == "text":
+        path.write_text("not a checkpoint\n")
+    else:
+        torch.save({"model": _NotATensor()} if content == "object" else {"w": torch.zeros(2)}, path)
+    out = tmp_path / "runs"
+    res = CliRunner().invoke(cli, ["--optics", "tiny", "--task", "classification", "--distill", "none",
+                                   "--teacher-checkpoint", str(path), "--out", str(out), "--stages", "teacher"])
+    assert res.exit_code == 2, res.output
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("Error:")]
+    assert len(errors) == 1 and message.format(path=path) in errors[0], res.output
+    assert "weights_only=False" not in res.output and not out.exists()

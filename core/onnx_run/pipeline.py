@@ -95,6 +95,9 @@ class Pipeline:
                         raise UserError(f"{section}.{method}.folds: out-of-fold targets ({folds} folds) need fold "
                                         f"teachers that onnx-run trains itself; with --teacher-checkpoint set "
                                         f"--set {section}.{method}.folds=0 (the checkpoint's own targets)")
+            from onnx_run.train.teacher import check_teacher_checkpoint
+
+            check_teacher_checkpoint(cfg, self.task, self.splits, teacher_checkpoint, cfg.run.seed)
 
     # -- run directory -----------------------------------------------------------------------
     @classmethod

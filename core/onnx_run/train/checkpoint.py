@@ -67,8 +67,22 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     except FileNotFoundError:
         raise UserError(f"checkpoint {path}: not found") from None
     except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file is a user error
-        msg = " ".join(str(exc).split())[:200]
-        raise UserError(f"checkpoint {path}: not a loadable torch state dict ({msg})") from None
+        raise UserError(f"checkpoint {path}: {_why_unreadable(exc)}; allowed: a file written by "
+                        f"torch.save(model.state_dict(), path)") from None
+
+
+def _why_unreadable(exc: Exception) -> str:
+    """torch.load's failure in a few words (its own message runs to many lines and advises
+    weights_only=False, which onnx-run never does)."""
+    import re
+
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    if found:
+        return (f"holds a Python object ({found.group(1)}), not only tensors, and onnx-run never unpickles "
+                f"arbitrary objects")
+    if isinstance(exc, IsADirectoryError):
+        return "is a folder, not a file"
+    return f"not a torch checkpoint (torch.load failed with {type(exc).__name__})"
 
 
 def load_state_dict_checked(model: torch.nn.Module, state: dict[str, Any], source: str) -> None:

@@ -135,6 +135,13 @@ def out_of_fold_outputs(cfg: RunConfig, task: Any, splits: Any, *, dataset: str,
     return outputs, infos
 
 
+def check_teacher_checkpoint(cfg: RunConfig, task: Any, splits: Any, checkpoint: str, seed: int) -> None:
+    """Load ``--teacher-checkpoint`` into the configured teacher once, before a run directory
+    is written: a file that is not a state dict, or one of another network, is one line."""
+    load_state_dict_checked(build_teacher(cfg, teacher_spec(task, splits), seed), load_checkpoint(Path(checkpoint)),
+                            f"--teacher-checkpoint {checkpoint}")
+
+
 def get_teacher(cfg: RunConfig, task: Any, splits: Any, *, dataset: str, seed: int, device: torch.device,
                 checkpoint: str | None = None, progress: bool = True) -> tuple[nn.Module, dict[str, Any]]:
     """The frozen teacher and its info (accuracy, where it came from)."""
