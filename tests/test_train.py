@@ -204,3 +204,41 @@ def test_a_bad_teacher_checkpoint_writes_nothing(tmp_path, tiny_optics, content,
     errors = [ln for ln in res.output.splitlines() if ln.startswith("Error:")]
     assert len(errors) == 1 and message.format(path=path) in errors[0], res.output
     assert "weights_only=False" not in res.output and not out.exists()
+
+
+def test_a_teacher_at_chance_is_reported(setup):
+    """A teacher within 5 points of always answering the most frequent class learned nothing:
+    one warning, and the reason in its info (teacher.json)."""
+    from onnx_run.train.teacher import _warn_at_chance
+
+    _, task, splits, _ = setup
+    chance = task.chance_score(splits)
+    labels = splits.val.tensors[1]
+    assert chance == pytest.approx(float(torch.bincount(labels).max()) / len(labels))
+    info = {"name": "alexnet", "val_accuracy": chance + 0.01}
+    with pytest.warns(UserWarning, match=r"teacher alexnet: accuracy .* is at chance \(the most frequent class gives"):
+        _warn_at_chance(task, splits, info)
+    assert "its training failed" in info["warning"]
+    good = {"name": "alexnet", "val_accuracy": chance + 0.3}
+    _warn_at_chance(task, splits, good)
+    assert "warning" not in good
+
+
+def test_resume_continues_the_stages_that_were_asked(tmp_path, tiny_optics):
+    """``--resume`` of a ``--stages teacher,students`` run runs those two again (finding them
+    done), not all seven; ``--stages`` on the resume chooses others."""
+    out = tmp_path / "runs"
+    args = ["--optics", "tiny", "--task", "classification", "--distill", "none", "--out", str(out),
+            "--stages", "teacher,students", "--set", "train.epochs=1", "--set", "train.max_train=96",
+            "--set", "teacher_train.epochs=1", "--set", "teacher_train.max_train=96", "--set", "run.progress=false"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    run_dir = out / "tiny-classification-digits"
+    again = CliRunner().invoke(cli, ["--resume", str(run_dir)])
+    assert again.exit_code == 0, again.output
+    assert f"run directory: {run_dir}; stages: teacher, students" in again.output
+    assert not (run_dir / "realised").exists() and not (run_dir / "fabricated").exists()
+    (run_dir / "stages.json").write_text("{}")
+    broken = CliRunner().invoke(cli, ["--resume", str(run_dir)])
+    assert broken.exit_code == 2 and "stages.json: not a list of stages" in broken.output
+    other = CliRunner().invoke(cli, ["--resume", str(run_dir), "--stages", "students"])
+    assert other.exit_code == 0 and "stages: students" in other.output

@@ -125,6 +125,8 @@ def cli(ctx: click.Context, resume, stages, teacher_checkpoint, dry_run, **kwarg
         if any(kwargs.get(k) for k in ("config_file", "sets", *_FLAG_NAMES)):
             raise UserError("--resume: the run directory's config.toml is used; drop the other config options")
         pipe = Pipeline.from_run_dir(Path(resume), teacher_checkpoint=teacher_checkpoint)
+        if not stages:  # continue what was asked (a teacher,students run stays one)
+            chosen = pipe.recorded_stages() or chosen
     else:
         cfg = load_run_config(kwargs)
         pipe = Pipeline(cfg, default_run_dir(cfg), teacher_checkpoint=teacher_checkpoint)

@@ -285,7 +285,8 @@ def render_markdown(result: dict[str, Any], figure: Path) -> str:
     s = p["search"]
     lines = [
         f"# Comparison: {p['optics']} optics, {p['task']} on {p['dataset']}", "",
-        f"Teacher `{t['name']}`: test {m} {t[f'test_{m}'] * 100:.2f} % ({t.get('parameters', '?')} parameters).",
+        f"Teacher `{t['name']}`: test {m} {t[f'test_{m}'] * 100:.2f} % ({t.get('parameters', '?')} parameters)."
+        + (f" **Warning: {t['warning']}.**" if t.get("warning") else ""),
         f"Split sizes: train {p['split_sizes']['train']}, val {p['split_sizes']['val']}, "
         f"test {p['split_sizes']['test']}.",
         f"Protocol: every method gets {s['points_per_method']} grid points, each trained with search seeds "

@@ -151,6 +151,12 @@ class Task:
     def num_outputs(self, splits: Any) -> int:
         raise NotImplementedError
 
+    def chance_score(self, splits: Any) -> float | None:
+        """The primary metric on the validation split of a predictor that ignores the image
+        (classification: always the most frequent class): a trained network near it learned
+        nothing. None where the task does not say."""
+        return None
+
     def build_backend(self, feature_shape: tuple[int, int, int], num_outputs: int) -> nn.Module:
         """The digital backend mapping optical features (B, K, H', W') to outputs."""
         raise NotImplementedError

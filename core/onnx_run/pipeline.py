@@ -121,6 +121,17 @@ class Pipeline:
             atomic_write_text(path, text)
         barrier()
 
+    def recorded_stages(self) -> tuple[str, ...] | None:
+        """The stages the last run of this directory asked for (stages.json), if any."""
+        path = self.run_dir / "stages.json"
+        if not path.exists():
+            return None
+        try:
+            stages = json.loads(path.read_text())["stages"]
+            return parse_stages(",".join(stages))
+        except (ValueError, KeyError, TypeError, UserError):
+            raise UserError(f"{path}: not a list of stages; delete it to run every stage, or give --stages") from None
+
     def seeds(self) -> list[int]:
         return [self.cfg.run.seed + i for i in range(self.cfg.run.seeds)]
 
@@ -501,6 +512,8 @@ class Pipeline:
 
         self.prepare()
         main = is_main()
+        if main:  # what was asked, so that --resume without --stages continues the same request
+            write_json(self.run_dir / "stages.json", {"stages": list(stages)})
         say = echo if main else (lambda *_: None)
         out: dict[str, Any] = {}
         timings: dict[str, float] = {}

@@ -115,7 +115,8 @@ def write_results(run_dir: Path, *, primary: str, figures: list[str] | None = No
     lines = [f"# Results: {run_dir.name}", ""]
     if teacher is not None and f"test_{primary}" in teacher:
         lines += [f"Teacher `{teacher['name']}`: test {primary} {teacher[f'test_{primary}'] * 100:.2f} %"
-                  f" ({teacher.get('parameters', '?')} parameters)", ""]
+                  f" ({teacher.get('parameters', '?')} parameters)"
+                  + (f". **Warning: {teacher['warning']}.**" if teacher.get("warning") else ""), ""]
     if students:
         lines += ["## Simulation (test " + primary + ", %, mean ± std over seeds)", "",
                   "| distillation | " + primary + " | seeds | wall time / run (median, s) |",

@@ -84,6 +84,10 @@ class ClassificationTask(Task):
     def num_outputs(self, splits: Any) -> int:
         return len(splits.classes)
 
+    def chance_score(self, splits: Any) -> float | None:
+        labels = splits.val.tensors[1]
+        return float(torch.bincount(labels).max()) / len(labels) if len(labels) else None
+
     def build_backend(self, feature_shape, num_outputs):
         c = self.config
         return FCBackend(feature_shape, num_outputs, hidden=c.hidden, pool=c.pool, batchnorm=c.batchnorm)

@@ -159,7 +159,22 @@ def get_teacher(cfg: RunConfig, task: Any, splits: Any, *, dataset: str, seed: i
                                           progress=progress, desc=f"teacher {cfg.teacher.name}")
         info = {**summary, "source": str(run_dir), "name": cfg.teacher.name}
     info["parameters"] = sum(p.numel() for p in model.parameters())
+    _warn_at_chance(task, splits, info)
     model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model, info
+
+
+def _warn_at_chance(task: Any, splits: Any, info: dict[str, Any]) -> None:
+    """A teacher within 5 points of a predictor that ignores the image learned nothing, and
+    KD or NTKD from it teaches nothing: say so (one line; also in teacher.json)."""
+    chance = task.chance_score(splits) if hasattr(task, "chance_score") else None
+    metric = task.primary_metric
+    score = info.get(f"val_{metric}", info.get(f"test_{metric}"))
+    if chance is None or score is None or score > chance + 0.05:
+        return
+    info["warning"] = (f"teacher {info['name']}: {metric} {score * 100:.1f} % is at chance (the most frequent class "
+                       f"gives {chance * 100:.1f} %): its training failed, and distillation from it teaches "
+                       f"nothing; try teacher_train.lr lower, another --seed, or --teacher-checkpoint")
+    warnings.warn(info["warning"], stacklevel=2)
