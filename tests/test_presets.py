@@ -47,7 +47,7 @@ def test_no_preset_changes_nothing(tiny_optics):
 def test_colour_dataset_gets_the_cifar_backend_and_teacher(tiny_optics):
     _, doc = show("--optics", "tiny", "--dataset", "shapes-rgb", "--preset", "paper")
     assert doc["task"]["hidden"] == [384, 128] and doc["task"]["dataset"] == "shapes-rgb"
-    assert doc["teacher"] == {"name": "alexnet", "width": 64, "fc": 1024, "dropout": 0.5}
+    assert doc["teacher"] == {"name": "alexnet", "width": 64, "fc": 1024, "dropout": 0.5, "init": "kaiming"}
 
 
 def test_paper_backends_have_the_papers_sizes():
