@@ -68,3 +68,13 @@ def test_a_warning_is_one_line_without_a_source_path(tmp_path):
     assert len(warned) == 1 and "grating orders" in warned[0], res.stderr
     assert ".py:" not in res.stderr and "return self.factory" not in res.stderr
     assert not list(tmp_path.iterdir())  # a dry run writes nothing
+
+
+def test_a_repeated_warning_is_shown_once(capsys):
+    from onnx_run.cli import _SHOWN, _show_warning
+
+    _SHOWN.clear()
+    for _ in range(3):
+        _show_warning(UserWarning("the same\n  text"), UserWarning, "x.py", 1)
+    _show_warning(UserWarning("another"), UserWarning, "x.py", 2)
+    assert capsys.readouterr().err == "Warning: the same text\nWarning: another\n"

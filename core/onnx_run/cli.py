@@ -460,11 +460,16 @@ def _add_plugin_commands() -> None:
 _add_plugin_commands()
 
 
+_SHOWN: set[str] = set()
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
     """Warnings as a person reads them: one line, ``Warning: <what>``, no source path or code
-    line (Python's default prints both, on two lines)."""
+    line (Python's default prints both, on two lines), and each text once per command."""
     text = " ".join(str(message).split())
-    click.echo(f"Warning: {text}", err=True)
+    if text not in _SHOWN:
+        _SHOWN.add(text)
+        click.echo(f"Warning: {text}", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:
