@@ -16,33 +16,49 @@ import torch  # noqa: E402
 METHOD_COLOURS = {"none": "tab:gray", "kd": "tab:orange", "ntkd": "tab:blue", "e2e": "tab:green", "teacher": "k"}
 
 
-def learning_curves(run_dir: Path, path: Path, primary: str) -> Path | None:
-    """Validation metric per epoch for every student (one line per seed, colour per method)."""
+def _seed_band(rows_per_seed: list[list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Epochs, mean and std over seeds (up to the shortest seed's epochs)."""
+    n = min(len(r) for r in rows_per_seed)
+    values = np.array([r[:n] for r in rows_per_seed], dtype=float)
+    return np.arange(1, n + 1), values.mean(0), values.std(0, ddof=1) if len(values) > 1 else np.zeros(n)
+
+
+def learning_curves(run_dir: Path, path: Path, primary: str, teacher: dict[str, Any] | None = None) -> Path | None:
+    """Training loss and validation metric per epoch: per method the mean over seeds with a
+    ± 1 std band (the legend says how many seeds), the teacher's validation score as a line."""
     base = Path(run_dir) / "students"
     if not base.exists():
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
     drawn = False
     for method_dir in sorted(p for p in base.iterdir() if p.is_dir()):
-        for i, metrics in enumerate(sorted(method_dir.glob("seed*/metrics.jsonl"))):
-            rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
-            if not rows:
-                continue
-            ep = [r["epoch"] + 1 for r in rows]
-            colour = METHOD_COLOURS.get(method_dir.name)
-            label = method_dir.name if i == 0 else None
-            axes[0].plot(ep, [r.get("train_task_loss", r.get("train_loss")) for r in rows], color=colour, label=label,
-                         alpha=0.8)
-            axes[1].plot(ep, [100 * r[f"val_{primary}"] for r in rows], color=colour, label=label, alpha=0.8)
-            drawn = True
+        runs = [[json.loads(x) for x in m.read_text().splitlines() if x.strip()]
+                for m in sorted(method_dir.glob("seed*/metrics.jsonl"))]
+        runs = [r for r in runs if r]
+        if not runs:
+            continue
+        colour = METHOD_COLOURS.get(method_dir.name)
+        label = f"{method_dir.name} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
+        for ax, key in ((axes[0], "loss"), (axes[1], "val")):
+            series = [[r.get("train_task_loss", r.get("train_loss")) if key == "loss" else 100 * r[f"val_{primary}"]
+                       for r in run] for run in runs]
+            ep, mean, std = _seed_band(series)
+            ax.plot(ep, mean, color=colour, label=label)
+            if len(runs) > 1:
+                ax.fill_between(ep, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
+        drawn = True
     if not drawn:
         plt.close(fig)
         return None
-    axes[0].set(xlabel="epoch", ylabel="train task loss", title="training")
-    axes[1].set(xlabel="epoch", ylabel=f"val {primary} (%)", title="validation")
+    score = (teacher or {}).get(f"val_{primary}")
+    if score is not None:
+        axes[1].axhline(100 * score, color=METHOD_COLOURS["teacher"], linestyle="--", linewidth=1,
+                        label=f"teacher {teacher.get('name', '')} (val)")
+    axes[0].set(xlabel="epoch", ylabel="train task loss", title="training loss (mean ± std over seeds)")
+    axes[1].set(xlabel="epoch", ylabel=f"val {primary} (%)", title=f"validation {primary} (mean ± std over seeds)")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -72,26 +88,42 @@ def confusion_matrix_figure(outputs: torch.Tensor, targets: torch.Tensor, classe
     return path
 
 
-def kernels_figure(rows: dict[str, torch.Tensor], path: Path, title: str = "optical kernels") -> Path:
-    """Signed kernels (K, C, kh, kw), one row per version (ideal / realised / fabricated)."""
+def kernels_figure(rows: dict[str, torch.Tensor], path: Path, title: str = "optical kernels",
+                   pitch_um: float | None = None) -> Path:
+    """Signed kernels (K, C, kh, kw), one row per version (ideal / realised / fabricated); each
+    row on one colour scale (symmetric about 0, its colour bar beside it), kernels numbered,
+    axes in sensor pixels (and the pixel pitch in um where the optics give it)."""
     names = list(rows)
     k = min(max(int(t.shape[0]) for t in rows.values()), 16)
-    fig, axes = plt.subplots(len(names), k, figsize=(1.1 * k + 1, 1.2 * len(names) + 0.6), dpi=110, squeeze=False)
+    fig, axes = plt.subplots(len(names), k, figsize=(1.15 * k + 1.6, 1.35 * len(names) + 0.9), dpi=110,
+                             squeeze=False)
     for r, name in enumerate(names):
         kern = rows[name].detach().float().cpu()
         kern = kern.mean(1) if kern.dim() == 4 else kern  # average wavelength channels for display
         vmax = float(kern.abs().max()) or 1.0
+        image = None
         for c in range(k):
             ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.tick_params(labelsize=6, length=2)
             if c < kern.shape[0]:
-                ax.imshow(kern[c].numpy(), cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+                kh, kw = kern[c].shape
+                image = ax.imshow(kern[c].numpy(), cmap="RdBu_r", vmin=-vmax, vmax=vmax, origin="upper")
+                ax.set_xticks([0, kw - 1])
+                ax.set_yticks([0, kh - 1])
+                if r == 0:
+                    ax.set_title(f"k{c + 1}", fontsize=8)
+            else:
+                ax.axis("off")
             if c == 0:
-                ax.set_ylabel(name, fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
+                ax.set_ylabel(f"{name}\n(px)", fontsize=8)
+        if image is not None:
+            bar = fig.colorbar(image, ax=list(axes[r]), fraction=0.02, pad=0.01)
+            bar.ax.tick_params(labelsize=6)
+            bar.set_label("weight (signed)", fontsize=7)
+    scale = f"; 1 px = {pitch_um:g} um on the sensor" if pitch_um else ""
+    fig.suptitle(f"{title}\n(each row on one colour scale, red > 0 > blue; wavelength channels averaged{scale})",
+                 fontsize=9, y=1.04)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
 

@@ -31,7 +31,9 @@ def make_figures(pipe: Any) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     made: list[Path] = []
     primary = pipe.task.primary_metric
-    curve = figures.learning_curves(pipe.run_dir, out / "learning_curves.png", primary)
+    teacher_json = pipe.run_dir / "teacher.json"
+    teacher = json.loads(teacher_json.read_text()) if teacher_json.exists() else None
+    curve = figures.learning_curves(pipe.run_dir, out / "learning_curves.png", primary, teacher)
     if curve:
         made.append(curve)
     path = pipe.run_dir / "estimate_curve.json"
@@ -85,7 +87,8 @@ def make_figures(pipe: Any) -> list[Path]:
             rows["fabricated"] = k
     if rows:
         made.append(figures.kernels_figure(rows, out / "kernels.png",
-                                           f"{pipe.cfg.optics.name} kernels of student {student}, seed {seed}"))
+                                           f"{pipe.cfg.optics.name} kernels of student {student}, seed {seed}",
+                                           pitch_um=getattr(pipe.cfg.optics.config, "sensor_pitch_um", None)))
     export = pipe.realised_dir(seed) / "export"
     if export.exists():
         made += sorted(export.glob("*.png"))

@@ -1,0 +1,62 @@
+"""The report's figures, checked as matplotlib objects (labels, legends, scales), not pixels."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.pyplot as plt
+import pytest
+import torch
+from matplotlib.collections import PolyCollection
+
+from onnx_run.report import figures
+
+
+@pytest.fixture
+def kept(monkeypatch):
+    """The figures a function would close, kept for inspection."""
+    made, close = [], plt.close
+    monkeypatch.setattr(figures.plt, "close", lambda fig=None: made.append(fig))
+    yield made
+    for fig in made:
+        close(fig)
+
+
+def _metrics(path, accuracies):
+    path.parent.mkdir(parents=True)
+    path.write_text("".join(json.dumps({"epoch": e, "train_task_loss": 1.0 / (e + 1), "val_accuracy": a}) + "\n"
+                            for e, a in enumerate(accuracies)))
+
+
+def test_learning_curves_show_seed_bands_counts_and_the_teacher(tmp_path, kept):
+    _metrics(tmp_path / "students" / "none" / "seed0" / "metrics.jsonl", [0.5, 0.6, 0.7])
+    _metrics(tmp_path / "students" / "none" / "seed1" / "metrics.jsonl", [0.4, 0.6, 0.8])
+    _metrics(tmp_path / "students" / "kd" / "seed0" / "metrics.jsonl", [0.5, 0.7, 0.75])
+    out = figures.learning_curves(tmp_path, tmp_path / "curves.png", "accuracy",
+                                  {"name": "lenet", "val_accuracy": 0.9})
+    assert out.exists()
+    loss_ax, val_ax = kept[0].axes
+    labels = [t.get_text() for t in val_ax.get_legend().get_texts()]
+    assert labels == ["kd (1 seed)", "none (2 seeds)", "teacher lenet (val)"]
+    assert val_ax.get_ylabel() == "val accuracy (%)" and "mean ± std over seeds" in val_ax.get_title()
+    none_line = next(line for line in val_ax.get_lines() if line.get_label() == "none (2 seeds)")
+    assert list(none_line.get_ydata()) == pytest.approx([45.0, 60.0, 75.0])  # the mean over seeds
+    assert sum(isinstance(c, PolyCollection) for c in val_ax.collections) == 1  # a band where there are 2 seeds
+    teacher = next(line for line in val_ax.get_lines() if line.get_label().startswith("teacher"))
+    assert list(teacher.get_ydata()) == [90.0, 90.0]
+
+
+def test_kernel_figure_has_scales_indices_and_units(tmp_path, kept):
+    torch.manual_seed(0)
+    rows = {"ideal (trained)": torch.randn(3, 1, 5, 5), "realised": 2 * torch.randn(3, 1, 5, 5)}
+    figures.kernels_figure(rows, tmp_path / "kernels.png", "4f kernels", pitch_um=5.86)
+    fig = kept[0]
+    panels, bars = fig.axes[:6], fig.axes[6:]
+    assert [ax.get_title() for ax in panels[:3]] == ["k1", "k2", "k3"]
+    assert len(bars) == 2 and all(b.get_ylabel() == "weight (signed)" for b in bars)
+    for r, name in enumerate(rows):
+        vmax = float(rows[name].abs().max())
+        for ax in panels[3 * r:3 * r + 3]:
+            assert ax.images[0].get_clim() == pytest.approx((-vmax, vmax))  # one symmetric scale per row
+    assert panels[0].get_ylabel() == "ideal (trained)\n(px)" and list(panels[0].get_xticks()) == [0, 4]
+    assert "1 px = 5.86 um on the sensor" in fig._suptitle.get_text()
