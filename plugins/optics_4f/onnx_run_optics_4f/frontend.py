@@ -355,7 +355,7 @@ class Frontend4f(OpticalFrontend):
         paths.append(p)
 
         size_mm = g.slm_pixels * g.slm_pitch_m * 1e3
-        ext = [-size_mm / 2, size_mm / 2, size_mm / 2, -size_mm / 2]
+        ext = [-size_mm / 2, size_mm / 2, -size_mm / 2, size_mm / 2]  # row i at y = (i - N/2) pitch: y up
         previews = [("mask_phase.png", np.mod(phase.numpy(), 2 * math.pi), "twilight", (0, 2 * math.pi),
                      f"mask phase at {g.design_wavelength_m * 1e9:.0f} nm (rad)")]
         if self.amplitude_raw is not None:
@@ -364,7 +364,7 @@ class Frontend4f(OpticalFrontend):
             fig = Figure(figsize=(5, 4.2))
             FigureCanvasAgg(fig)
             ax = fig.add_subplot()
-            im = ax.imshow(img, cmap=cmap, vmin=lim[0], vmax=lim[1], extent=ext)
+            im = ax.imshow(img, cmap=cmap, vmin=lim[0], vmax=lim[1], extent=ext, origin="lower")
             ax.set_xlabel("x (mm)")
             ax.set_ylabel("y (mm)")
             ax.set_title(title)

@@ -7,6 +7,7 @@ import importlib.metadata
 import json
 import math
 import warnings
+from pathlib import Path
 
 import attrs
 import numpy as np
@@ -391,3 +392,21 @@ def test_phase_quantisation_error_model_rounds_the_mask_to_its_levels():
     amplitude_only = Frontend4f(small(mask="amplitude"))  # no phase to quantise: one line, not a silent no-op
     with pytest.raises(UserError, match="phase-quantisation|PhaseQuantisation.*no phase levels"):
         fabricate(amplitude_only, build_error_models([{"name": "phase-quantisation"}]), seed=0)
+
+
+def test_mask_preview_has_y_up_in_millimetres(default_frontend, tmp_path, monkeypatch):
+    """The mask preview's axes are physical (mm) with y increasing upwards, and array row i
+    (y = (i - N/2) pitch) is drawn at that y."""
+    from matplotlib.figure import Figure
+
+    saved = {}
+    original = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **kw: (saved.__setitem__(Path(path).name, fig),
+                                                                    original(fig, path, **kw)))
+    default_frontend.export(tmp_path / "design")
+    ax = saved["mask_phase.png"].axes[0]
+    bottom, top = ax.get_ylim()
+    assert bottom < 0 < top and ax.get_ylabel() == "y (mm)" and ax.get_xlabel() == "x (mm)"
+    image = ax.images[0]
+    assert image.origin == "lower" and image.get_extent()[2] < image.get_extent()[3]
+    assert len(saved["mask_phase.png"].axes) == 2  # the colour bar
