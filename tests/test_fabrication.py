@@ -143,6 +143,21 @@ def test_measured_psf_errors(tmp_path, frontend):
         load_measured_psfs(tmp_path, num_kernels=1, channels=1, kernel_size=5)
 
 
+@pytest.mark.parametrize("array, message", [
+    (np.ones((4, 15, 15)), r"expected a 2-D image \(one file per kernel and wavelength, listed in manifest.json\), "
+                           r"got shape \(4, 15, 15\)"),  # it used to be read as an RGB picture
+    (np.ones((3, 3)), r"3 x 3 px is smaller than the design's 5 x 5 kernel"),
+    (np.full((9, 9), np.nan), r"contains NaN or inf"),
+    (np.eye(9) - 0.5, r"an intensity image, but its minimum -0.5 is beyond 5 % of its peak below zero"),
+    (np.array([["a"] * 9] * 9), r"holds <U1 values; allowed: numbers"),
+])
+def test_measured_psf_values_and_shapes_are_checked(tmp_path, array, message):
+    np.save(tmp_path / "a.npy", array)
+    (tmp_path / "manifest.json").write_text(json.dumps({"kernels": [{"index": 0, "positive": "a.npy"}]}))
+    with pytest.raises(UserError, match=r"measured PSF .*a.npy: " + message):
+        load_measured_psfs(tmp_path, num_kernels=1, channels=1, kernel_size=5)
+
+
 def test_measured_frontend_reproduces_known_kernels(tmp_path, frontend):
     """PSFs exported from a frontend and imported back give the same features (gain-calibrated)."""
     with torch.no_grad():  # centro-symmetric PSFs: centroid registration leaves them in place
@@ -173,6 +188,19 @@ def test_read_captures_validates(tmp_path):
     np.savez(bad, features=np.zeros((2, 4, 8, 8)))
     with pytest.raises(UserError, match=r"missing array 'indices'"):
         read_captures(bad, n_train=10, feature_shape=(4, 8, 8))
+    nan = np.zeros((2, 4, 8, 8))
+    nan[1, 0, 0, :3] = np.nan
+    np.savez(bad, indices=np.array([0, 3]), features=nan)
+    with pytest.raises(UserError, match=r"'features' holds 3 values that are not finite numbers"):
+        read_captures(bad, n_train=10, feature_shape=(4, 8, 8))
+    np.savez(bad, indices=np.array([0, 3]), features=np.zeros((2, 4, 8, 8)), test_features=np.zeros((5, 4, 8, 8)))
+    with pytest.raises(UserError, match=r"'test_features' has shape \(5, 4, 8, 8\); expected \(6, 4, 8, 8\): one "
+                                        r"capture per test image"):
+        read_captures(bad, n_train=10, feature_shape=(4, 8, 8), n_test=6)  # it was an AssertionError later
+    np.savez(bad, indices=np.array([0, 3]), features=np.zeros((2, 4, 8, 8)),
+             test_features=np.full((6, 4, 8, 8), np.inf))
+    with pytest.raises(UserError, match=r"'test_features' holds 1536 values that are not finite"):
+        read_captures(bad, n_train=10, feature_shape=(4, 8, 8), n_test=6)
 
 
 def test_finetune_changes_only_backend(tmp_path, tiny_optics):

@@ -445,7 +445,8 @@ class Pipeline:
             if captures is not None:
                 from onnx_run.fabrication.measured import read_captures
 
-                cap = read_captures(captures, n_train=len(self.splits.train), feature_shape=self.feature_shape)
+                cap = read_captures(captures, n_train=len(self.splits.train), feature_shape=self.feature_shape,
+                                    n_test=len(self.splits.test))
                 idx, feats = cap["indices"], cap["features"]
             else:
                 idx = finetune_subset(len(self.splits.train), settings.fraction, seed)

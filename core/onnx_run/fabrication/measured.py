@@ -56,18 +56,28 @@ def read_psf_image(path: Path) -> np.ndarray:
                 arr = np.asarray(img)
     except (OSError, ValueError) as exc:
         raise UserError(f"measured PSF {path}: unreadable ({' '.join(str(exc).split())[:120]})") from None
+    if not np.issubdtype(np.asarray(arr).dtype, np.number):
+        raise UserError(f"measured PSF {path}: holds {np.asarray(arr).dtype} values; allowed: numbers (intensities)")
     arr = np.asarray(arr, dtype=np.float64)
-    if arr.ndim == 3:  # an RGB(A) image of a monochrome PSF: use the luminance-free sum
+    if arr.ndim == 3 and suffix != ".npy" and arr.shape[-1] in (3, 4):  # an RGB(A) picture of a monochrome PSF
         arr = arr[..., :3].sum(-1)
     if arr.ndim != 2 or min(arr.shape) < 1:
-        raise UserError(f"measured PSF {path}: expected a 2-D image, got shape {arr.shape}")
+        raise UserError(f"measured PSF {path}: expected a 2-D image (one file per kernel and wavelength, "
+                        f"listed in manifest.json), got shape {arr.shape}")
     if not np.isfinite(arr).all():
-        raise UserError(f"measured PSF {path}: contains NaN or inf")
+        raise UserError(f"measured PSF {path}: contains NaN or inf; allowed: finite intensities")
+    peak = float(np.abs(arr).max())
+    if peak > 0 and float(arr.min()) < -0.05 * peak:
+        raise UserError(f"measured PSF {path}: an intensity image, but its minimum {arr.min():.4g} is beyond 5 % of "
+                        f"its peak below zero; allowed: intensities (dark-frame noise may dip below 0 by a little)")
     return arr
 
 
-def register_psf(arr: np.ndarray, size: int) -> np.ndarray:
+def register_psf(arr: np.ndarray, size: int, where: str = "measured PSF") -> np.ndarray:
     """Background-subtract and cut a ``size`` window centred on the intensity centroid."""
+    if min(arr.shape) < size:
+        raise UserError(f"{where}: {arr.shape[0]} x {arr.shape[1]} px is smaller than the design's {size} x {size} "
+                        f"kernel; allowed: an image at least the kernel's size, the PSF inside it")
     img = np.clip(arr - np.median(arr), 0, None) if arr.size > size * size else np.clip(arr, 0, None)
     total = img.sum()
     if total <= 0:
@@ -165,7 +175,8 @@ def load_measured_psfs(directory: Path, *, num_kernels: int, channels: int, kern
                 ids.append(None)
                 continue
             files = _files(entry[part], channels, f"{manifest_path}: kernel {k} {part}")
-            stack = np.stack([register_psf(read_psf_image(directory / f), kernel_size) for f in files])
+            stack = np.stack([register_psf(read_psf_image(directory / f), kernel_size, f"measured PSF {directory / f}")
+                              for f in files])
             psfs.append(stack)
             ids.append(len(psfs) - 1)
         signs.append((ids[0], ids[1]))  # type: ignore[arg-type]
@@ -190,8 +201,10 @@ def measured_frontend(directory: Path, *, like: OpticalFrontend, calibration: to
     return front
 
 
-def read_captures(path: Path, *, n_train: int, feature_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
-    """Captured feature maps for fine-tuning (see the module docstring for the .npz layout)."""
+def read_captures(path: Path, *, n_train: int, feature_shape: tuple[int, ...],
+                  n_test: int | None = None) -> dict[str, torch.Tensor]:
+    """Captured feature maps for fine-tuning (see the module docstring for the .npz layout);
+    ``n_test``: the test split's size, which 'test_features' must match."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"--captures {path}: file not found")
@@ -212,10 +225,22 @@ def read_captures(path: Path, *, n_train: int, feature_shape: tuple[int, ...]) -
     if tuple(feats.shape) != (idx.size, *feature_shape):
         raise UserError(f"--captures {path}: 'features' has shape {tuple(feats.shape)}; expected "
                         f"({idx.size}, {', '.join(map(str, feature_shape))}) to match 'indices' and the design")
+    _check_finite(path, "features", feats)
     out = {"indices": torch.from_numpy(idx.astype(np.int64)), "features": torch.from_numpy(feats.astype(np.float32))}
     if "test_features" in arrays:
         tf = arrays["test_features"]
-        if tf.ndim != 4 or tuple(tf.shape[1:]) != tuple(feature_shape):
-            raise UserError(f"--captures {path}: 'test_features' must be (N_test, {', '.join(map(str, feature_shape))})")
+        rows = "N_test" if n_test is None else str(n_test)
+        if tf.ndim != 4 or tuple(tf.shape[1:]) != tuple(feature_shape) or (n_test is not None and len(tf) != n_test):
+            raise UserError(f"--captures {path}: 'test_features' has shape {tuple(tf.shape)}; expected "
+                            f"({rows}, {', '.join(map(str, feature_shape))}): one capture per test image")
+        _check_finite(path, "test_features", tf)
         out["test_features"] = torch.from_numpy(tf.astype(np.float32))
     return out
+
+
+def _check_finite(path: Path, key: str, values: np.ndarray) -> None:
+    """A camera never records NaN or infinity: such a capture is a processing fault upstream."""
+    if not np.issubdtype(values.dtype, np.number) or not np.isfinite(values).all():
+        bad = int(values.size - np.isfinite(values).sum()) if np.issubdtype(values.dtype, np.number) else values.size
+        raise UserError(f"--captures {path}: '{key}' holds {bad} values that are not finite numbers; allowed: "
+                        f"finite intensities (check the export that wrote it)")
