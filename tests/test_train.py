@@ -242,3 +242,22 @@ def test_resume_continues_the_stages_that_were_asked(tmp_path, tiny_optics):
     assert broken.exit_code == 2 and "stages.json: not a list of stages" in broken.output
     other = CliRunner().invoke(cli, ["--resume", str(run_dir), "--stages", "students"])
     assert other.exit_code == 0 and "stages: students" in other.output
+
+
+def test_quiet_silences_progress_and_warnings_without_changing_the_run(tmp_path, tiny_optics):
+    """``-q``: no per-epoch lines, no warnings; the run's config (run.progress) stays as it was,
+    so the same command without -q finds the same run directory."""
+    import tomllib
+
+    out = tmp_path / "runs"
+    args = ["--optics", "tiny", "--task", "classification", "--distill", "none", "--out", str(out), "--stages",
+            "teacher,students", "--set", "train.epochs=1", "--set", "train.max_train=96",
+            "--set", "teacher_train.epochs=1", "--set", "teacher_train.max_train=96"]
+    loud = CliRunner().invoke(cli, args + ["--set", "run.name=loud"])
+    assert loud.exit_code == 0 and "student none seed 0 epoch 1/1: train loss" in loud.output
+    quiet = CliRunner().invoke(cli, ["-q", *args])
+    assert quiet.exit_code == 0, quiet.output
+    assert "epoch 1/1" not in quiet.output and "Warning" not in quiet.output and "[2/2] students done" in quiet.output
+    run_dir = out / "tiny-classification-digits"
+    assert tomllib.loads((run_dir / "config.toml").read_text())["run"]["progress"] is True
+    assert CliRunner().invoke(cli, args).exit_code == 0  # the same run, not "a different config"

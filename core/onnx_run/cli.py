@@ -107,14 +107,22 @@ def _print_failed() -> None:
 @click.option("--stages", help="comma-separated subset of stages to run")
 @click.option("--teacher-checkpoint", type=click.Path(dir_okay=False), help="use this teacher state dict")
 @click.option("--dry-run", is_flag=True, help="resolve and validate everything, print the plan, run nothing")
+@click.option("-q", "--quiet", is_flag=True, help="no progress and no warnings: the stage lines, results and errors")
+@click.option("-v", "--verbose", is_flag=True, help="warnings in Python's full form, with where they were raised")
 @click.version_option(__version__, "--version", prog_name="onnx-run")
 @click.pass_context
-def cli(ctx: click.Context, resume, stages, teacher_checkpoint, dry_run, **kwargs) -> None:
+def cli(ctx: click.Context, resume, stages, teacher_checkpoint, dry_run, quiet, verbose, **kwargs) -> None:
     """Design, train, fabricate and fine-tune hybrid optical neural networks with NTKD.
 
     Without a subcommand, runs the pipeline for the chosen optics and task on the embedded
     default data.
     """
+    if quiet and verbose:
+        raise UserError("-q/--quiet and -v/--verbose: choose one")
+    if quiet:
+        warnings.simplefilter("ignore")
+    elif verbose:
+        warnings.showwarning = _PYTHON_SHOWWARNING
     if ctx.invoked_subcommand is not None:
         return
     from onnx_run.pipeline import Pipeline, default_run_dir, parse_stages
@@ -132,6 +140,8 @@ def cli(ctx: click.Context, resume, stages, teacher_checkpoint, dry_run, **kwarg
         pipe = Pipeline(cfg, default_run_dir(cfg), teacher_checkpoint=teacher_checkpoint)
     from onnx_run.train.distributed import is_main, shutdown
 
+    if quiet:  # this invocation only: the run's config (run.progress) is left as it is
+        pipe.progress = False
     cfg = pipe.cfg
     main = is_main()
     say = click.echo if main else (lambda *a, **k: None)  # under torchrun rank 0 speaks for all
@@ -461,6 +471,7 @@ _add_plugin_commands()
 
 
 _SHOWN: set[str] = set()
+_PYTHON_SHOWWARNING = warnings.showwarning  # what -v/--verbose brings back
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
