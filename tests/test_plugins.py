@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -96,6 +97,37 @@ def test_plugin_that_fails_to_import_spares_the_others(monkeypatch, tmp_path):
     assert "boom at import" in out
     sys.modules.pop("good_plugin_mod", None)
     sys.modules.pop("broken_plugin_mod", None)
+
+
+def test_an_installed_plugin_with_a_taken_name_is_left_out_not_fatal(monkeypatch, tmp_path):
+    """A third-party plugin that registers 'kd' again: every command still works, the plugin
+    is left out whole (its other components too) and reported; the built-in 'kd' stays."""
+    make_dist(tmp_path, "onnx-run-dup", "dup", "dup_plugin_mod",
+              "import onnx_run\nfrom onnx_run.components import ErrorModel\n"
+              "@onnx_run.hookimpl\ndef register_error_models(register):\n    register('dup-extra', ErrorModel)\n"
+              "@onnx_run.hookimpl\ndef register_distillation_losses(register):\n    register('kd', object)\n")
+    _fresh(monkeypatch, tmp_path)
+    assert registry()["distillation_losses"]["kd"].plugin == "onnx_run.distill.plugin"
+    assert "dup-extra" not in registry()["error_models"]
+    for args in (["--help"], ["plugins"], ["config", "show", "--optics", "4f", "--task", "classification"]):
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 0, (args, res.output)
+    rows = json.loads(CliRunner().invoke(cli, ["plugins", "--json"]).output)
+    dup = [r for r in rows if r["name"] == "dup"]
+    assert len(dup) == 1 and "duplicate distillation_losses name 'kd'" in dup[0]["error"] and "rename one" in dup[0]["error"]
+    sys.modules.pop("dup_plugin_mod", None)
+
+
+def test_the_misspelt_hook_is_not_among_the_known_ones():
+    class Misspelt:
+        @onnx_run.hookimpl
+        def register_optic(self, register):
+            pass
+
+    with pytest.raises(PluginError) as err:
+        register_plugin(Misspelt(), name="misspelt2")
+    known = str(err.value).split("known hooks: ", 1)[1].split(", ")
+    assert "register_optic" not in known and "register_optics" in known
 
 
 def test_env_controls_load_and_disable(monkeypatch, tmp_path):

@@ -71,6 +71,8 @@ class FailedPlugin:
 
 _pm: pluggy.PluginManager | None = None
 _failed: list[FailedPlugin] = []
+#: plugins left out of the registry because they registered a name already taken: plugin -> why
+_skipped: dict[str, str] = {}
 _builtin_names: set[str] = set()
 
 
@@ -94,7 +96,9 @@ def _check_plugin(pm: pluggy.PluginManager, name: str) -> None:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         pm.unregister(name=name)
-        known = ", ".join(sorted(n for n in dir(pm.hook) if not n.startswith("_")))
+        # the hooks with a spec: a misspelt hook gets a caller of its own, which is no hook
+        known = ", ".join(sorted(n for n, caller in vars(pm.hook).items()
+                                 if not n.startswith("_") and getattr(caller, "spec", None) is not None))
         bad = [
             attr for attr in dir(plugin)
             if attr.startswith(("register_", "on_")) and not hasattr(pm.hook, attr)
@@ -148,6 +152,7 @@ def reset_plugin_manager() -> None:
     global _pm
     _pm = None
     _builtin_names.clear()
+    _skipped.clear()
 
 
 def register_plugin(plugin: Any, name: str) -> None:
@@ -156,10 +161,13 @@ def register_plugin(plugin: Any, name: str) -> None:
     pm.register(plugin, name=name)
     _check_plugin(pm, name)
     try:
-        registry()  # a duplicate component name is an error: roll the plugin back
+        registry()
     except PluginError:
         pm.unregister(name=name)
         raise
+    if name in _skipped:  # asked for in-process: a duplicate name is this call's error, rolled back
+        pm.unblock(name)
+        raise PluginError(_skipped.pop(name))
 
 
 def unregister_plugin(name: str) -> None:
@@ -167,8 +175,9 @@ def unregister_plugin(name: str) -> None:
 
 
 def failed_plugins() -> list[FailedPlugin]:
-    get_plugin_manager()
-    return list(_failed)
+    """Plugins that failed to import or broke the contract, and those left out of the registry."""
+    registry()
+    return list(_failed) + [FailedPlugin(name, why) for name, why in _skipped.items()]
 
 
 def is_builtin(plugin_name: str) -> bool:
@@ -197,10 +206,32 @@ def _plugin_order(pm: pluggy.PluginManager) -> list[tuple[str, Any]]:
 
 
 def _collect(pm: pluggy.PluginManager) -> dict[str, dict[str, Component]]:
+    """Every plugin's components; the built-ins first, so a third party cannot shadow one. A
+    plugin that registers a name already taken is left out whole (it would half-work) and
+    reported with the failed plugins: one broken plugin never takes the CLI down."""
     dists = _distribution_of(pm)
     reg: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
-    for plugin_name, plugin in _plugin_order(pm):
-        dist, version = dists.get(plugin_name, (plugin_name, ""))
+    order = _plugin_order(pm)
+    for plugin_name, plugin in [x for x in order if x[0] in _builtin_names] + \
+            [x for x in order if x[0] not in _builtin_names]:
+        own = _components_of(pm, plugin_name, plugin, dists, reg)
+        if isinstance(own, str):  # out whole: its hooks (lifecycle too) are not called either
+            _skipped[plugin_name] = own
+            pm.unregister(name=plugin_name)
+            pm.set_blocked(plugin_name)
+            continue
+        for kind, comps in own.items():
+            reg[kind].update(comps)
+    return {kind: dict(sorted(comps.items(), key=lambda kv: _builtin_names.__contains__(kv[1].plugin)))
+            for kind, comps in reg.items()}
+
+
+def _components_of(pm: pluggy.PluginManager, plugin_name: str, plugin: Any, dists: dict[str, tuple[str, str]],
+                   taken: dict[str, dict[str, Component]]) -> dict[str, dict[str, Component]] | str:
+    """One plugin's components by kind, or why it cannot join the registry."""
+    dist, version = dists.get(plugin_name, (plugin_name, ""))
+    own: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
+    try:
         for kind, hook in KINDS.items():
             fn = getattr(plugin, hook, None)
             if fn is None or pm.parse_hookimpl_opts(plugin, hook) is None:
@@ -215,17 +246,21 @@ def _collect(pm: pluggy.PluginManager) -> dict[str, dict[str, Component]]:
                     raise PluginError(
                         f"plugin {_plugin!r}: config for {_kind} {name!r} must be an attrs class, got {config!r}"
                     )
-                existing = reg[_kind].get(name)
+                existing = taken[_kind].get(name) or own[_kind].get(name)
                 if existing is not None:
                     raise PluginError(
                         f"duplicate {_kind} name {name!r}: registered by plugin {existing.plugin!r} "
                         f"({existing.distribution}) and by plugin {_plugin!r} ({_dist}); rename one"
                     )
-                reg[_kind][name] = Component(_kind, name, factory, config, description or "",
+                own[_kind][name] = Component(_kind, name, factory, config, description or "",
                                              _plugin, _dist, _version)
 
             fn(register=register)
-    return reg
+    except PluginError as exc:
+        if plugin_name in _builtin_names:
+            raise
+        return str(exc)
+    return own
 
 
 _registry_cache: tuple[tuple[int, ...], dict[str, dict[str, Component]]] | None = None
