@@ -353,3 +353,48 @@ def test_compensation_lr_is_chosen_on_the_captured_validation_images(tmp_path, t
     stamp = (dev / "finetune" / "e2e" / "summary.json").stat().st_mtime_ns
     assert CliRunner().invoke(cli, args).exit_code == 0
     assert (dev / "finetune" / "e2e" / "summary.json").stat().st_mtime_ns == stamp
+
+
+def test_a_measured_device_round_trips_through_the_real_device_commands(tmp_path, tiny_optics):
+    """A simulated device measured as a lab would (``onnx-run measure``: point-source PSFs and
+    captures) and brought back with the real-device commands: the PSF-built device reproduces
+    the device's feature maps up to the exposure, and fine-tuning on the exported captures gives
+    the simulated route's numbers exactly."""
+    from click.testing import CliRunner
+
+    from onnx_run.cli import cli
+    from onnx_run.pipeline import Pipeline
+
+    out = tmp_path / "runs"
+    # shift-invariant errors: a point source's read-out is then the whole device (a sub-pixel shift
+    # spreads a PSF beyond its kernel-sized window, which a measurement of that window cuts off)
+    errors = 'fabricate.errors=[{name = "brightness", sigma = 0.2}, {name = "kernel-error", sigma = 0.2}]'
+    args = ["--optics", "tiny", "--task", "classification", "--distill", "none", "--out", str(out),
+            "--stages", "teacher,students,realise,fabricate", "--set", "train.epochs=1", "--set", "train.max_train=128",
+            "--set", "teacher_train.epochs=1", "--set", "teacher_train.max_train=128", "--set", "run.progress=false",
+            "--set", "fabricate.student=none", "--set", "finetune.epochs=2", "--set", errors]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    run_dir = out / "tiny-classification-digits"
+    res = CliRunner().invoke(cli, ["measure", str(run_dir), "--device", "none-seed0-dev0", "--out", str(tmp_path / "lab")])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((tmp_path / "lab" / "psfs" / "manifest.json").read_text())
+    assert [e["index"] for e in manifest["kernels"]] == [0, 1, 2, 3]
+    res = CliRunner().invoke(cli, ["fabricate", str(run_dir), "--measured-psfs", str(tmp_path / "lab" / "psfs"),
+                                   "--student", "none", "--name", "lab"])
+    assert res.exit_code == 0, res.output
+    pipe = Pipeline.from_run_dir(run_dir)
+    x = pipe.splits.test.tensors[0][:32]
+    _, simulated = pipe.build_device(json.loads((pipe.device_dir("none-seed0-dev0") / "device.json").read_text()))
+    _, measured = pipe.build_device(json.loads((pipe.device_dir("lab") / "device.json").read_text()))
+    with torch.no_grad():
+        a, b = simulated(x), measured(x)
+    ratio = float((a * b).sum() / (b * b).sum())  # the exposure: calibrated to the design, not the device
+    assert float((a - ratio * b).norm() / a.norm()) < 1e-5
+    sim = CliRunner().invoke(cli, ["finetune", str(run_dir), "--device", "none-seed0-dev0", "--method", "e2e"])
+    cap = CliRunner().invoke(cli, ["finetune", str(run_dir), "--device", "none-seed0-dev0", "--method", "e2e",
+                                   "--captures", str(tmp_path / "lab" / "captures.npz")])
+    assert sim.exit_code == 0 and cap.exit_code == 0, sim.output + cap.output
+    dev = pipe.device_dir("none-seed0-dev0")
+    first = json.loads((dev / "finetune" / "e2e" / "summary.json").read_text())
+    again = json.loads(next(dev.glob("finetune-*captures/e2e/summary.json")).read_text())
+    assert again["test_accuracy"] == first["test_accuracy"] and again["val_accuracy"] == first["val_accuracy"]

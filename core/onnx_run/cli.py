@@ -375,6 +375,24 @@ def fabricate_cmd(run_dir, error_models, seed, student, student_seed, measured_p
     click.echo(f"device {info['name']!r}: {pipe.device_dir(info['name'])}")
 
 
+@cli.command("measure")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--device", "device_name", required=True, help="device name under RUN_DIR/fabricated")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="folder for psfs/ (manifest.json + NPY) and captures.npz")
+@click.option("--fraction", type=float, default=None, help="fraction of the training set captured (finetune.fraction)")
+def measure_cmd(run_dir, device_name, out_dir, fraction) -> None:
+    """Measure a simulated device as a lab would: point-source PSFs and captured images, in the
+    formats that fabricate --measured-psfs and finetune --captures read."""
+    if fraction is not None and not (0 < fraction <= 1):
+        raise UserError(f"--fraction: expected a number in (0, 1], got {fraction:g}")
+    pipe = _open_run(run_dir)
+    files = pipe.measure_device(device_name, Path(out_dir), fraction=fraction)
+    click.echo(f"device {device_name!r} measured: PSFs in {files['psfs']}, captures in {files['captures']}")
+    click.echo(f"use them: onnx-run fabricate {run_dir} --measured-psfs {files['psfs']} --name NAME; "
+               f"onnx-run finetune {run_dir} --device {device_name} --captures {files['captures']}")
+
+
 @cli.command("finetune")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--device", "device_name", help="device name under RUN_DIR/fabricated (default: every device)")

@@ -422,14 +422,10 @@ class Pipeline:
         """Backend-only fine-tuning of one device's student; one summary per method."""
         import attrs
 
-        from onnx_run.fabrication.finetune import backend_state, finetune_backend, finetune_subset
+        from onnx_run.fabrication.finetune import backend_state, finetune_backend
 
         out = self.device_dir(name)
-        if not (out / "device.json").exists():
-            known = sorted(p.name for p in (self.run_dir / "fabricated").glob("*") if (p / "device.json").exists())
-            raise UserError(f"device {name!r}: not found in {self.run_dir / 'fabricated'}; devices: "
-                            f"{', '.join(known) or 'none (run onnx-run fabricate first)'}")
-        info = json.loads((out / "device.json").read_text())
+        info = self._device_info(name)
         settings = self.cfg.finetune
         if fraction is not None:
             settings = attrs.evolve(settings, fraction=fraction)
@@ -449,12 +445,10 @@ class Pipeline:
                                     n_test=len(self.splits.test))
                 idx, feats = cap["indices"], cap["features"]
             else:
-                idx = finetune_subset(len(self.splits.train), settings.fraction, seed)
-                feats = device.capture(self.splits.train.tensors[0][idx], seed=seed + 1)
-            val_f = device.capture(self.splits.val.tensors[0], seed=seed + 2)
-            test_f = device.capture(self.splits.test.tensors[0], seed=seed + 3)
-            if captures is not None and "test_features" in cap:
-                test_f = cap["test_features"]
+                idx, feats = self.captured(device, "train", seed, fraction=settings.fraction)
+            val_f = self.captured(device, "val", seed)[1]
+            test_f = cap["test_features"] if captures is not None and "test_features" in cap else \
+                self.captured(device, "test", seed)[1]
             backend = model.backend
             backend.load_state_dict(backend_state(self._student_state(info["student"], info["student_seed"])))
             teacher = self.teacher()[0] if any(m in ("kd", "ntkd") for m in todo) else None
@@ -476,6 +470,36 @@ class Pipeline:
             rows.append({"method": method, "device": name, **summary})
         return rows
 
+    def captured(self, device: Any, split: str, device_seed: int, *, fraction: float = 1.0
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(indices, feature maps) of a split's images captured through ``device``: for
+        ``train`` the seeded ``fraction`` of it; each split's noise from its own seed, so the
+        simulated route and an exported measurement (``onnx-run measure``) see the same frames."""
+        from onnx_run.fabrication.finetune import finetune_subset
+
+        images = getattr(self.splits, split).tensors[0]
+        offset = {"train": 1, "val": 2, "test": 3}[split]
+        idx = finetune_subset(len(images), fraction, device_seed) if split == "train" else torch.arange(len(images))
+        return idx, device.capture(images[idx], seed=device_seed + offset)
+
+    def measure_device(self, name: str, out: Path, *, fraction: float | None = None) -> dict[str, Path]:
+        """What a lab would hand over for the device ``name``: its PSFs measured with a point
+        source (errors included, noise not) and its captures of the fine-tuning images and the
+        test split, in the formats ``fabricate --measured-psfs`` and ``finetune --captures`` read."""
+        from onnx_run.fabrication.measured import impulse_psfs, write_captures, write_measured_psfs
+
+        info = self._device_info(name)
+        model, device = self.build_device(info)
+        seed = int(info["device_seed"])
+        size = int(model.frontend.kernels().shape[-1])
+        psfs = impulse_psfs(device.frontend, in_channels=self.channels, input_size=self.input_size, kernel_size=size)
+        idx, feats = self.captured(device, "train", seed, fraction=self.cfg.finetune.fraction if fraction is None
+                                   else fraction)
+        out = Path(out)
+        return {"psfs": write_measured_psfs(psfs, out / "psfs").parent,
+                "captures": write_captures(out / "captures.npz", indices=idx, features=feats,
+                                           test_features=self.captured(device, "test", seed)[1])}
+
     def _lr_search(self, tune: Callable[[Any, Path], dict[str, Any]], settings: Any, out: Path) -> dict[str, Any]:
         """Fine-tune at each lr of ``finetune.lr_grid`` (``out/lr<x>/``) and keep the one best on
         the captured validation images: its summary, with the grid's validation scores, becomes
@@ -488,6 +512,15 @@ class Pipeline:
         summary = {**best, "lr": lr, "lr_search": {f"{x:g}": s[metric] for x, s in tried}}
         write_json(out / "summary.json", summary)
         return summary
+
+    def _device_info(self, name: str) -> dict[str, Any]:
+        """device.json of a fabricated device, or one line naming the devices there are."""
+        path = self.device_dir(name) / "device.json"
+        if not path.exists():
+            known = sorted(p.name for p in (self.run_dir / "fabricated").glob("*") if (p / "device.json").exists())
+            raise UserError(f"device {name!r}: not found in {self.run_dir / 'fabricated'}; devices: "
+                            f"{', '.join(known) or 'none (run onnx-run fabricate first)'}")
+        return json.loads(path.read_text())
 
     def stage_compensate(self) -> dict[str, Any]:
         rows = []

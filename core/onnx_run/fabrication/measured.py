@@ -9,9 +9,11 @@ Measured PSFs (``--measured-psfs DIR``): ``DIR/manifest.json`` maps files to ker
     ]}
 
 Files are PNG/TIFF (8 or 16 bit, read as linear intensity) or NPY (2-D float arrays).
-Registration: the median background is subtracted (negatives clipped to 0) and a window of
-the design's kernel size is cut around the intensity centroid (integer pixels; a sub-pixel
-residual is part of the misalignment the fine-tuning corrects). Normalisation: all PSFs are
+Registration: frames already the design's kernel size are taken as cut; larger frames have
+their median background subtracted (negatives clipped to 0) and one window of the kernel's
+size is cut from all frames of a kernel (positive, negative, channels) around the intensity
+centroid of their sum, so a signed pair keeps its relative position (integer pixels; a
+sub-pixel residual is part of the misalignment the fine-tuning corrects). Normalisation: all PSFs are
 divided by one common factor (the largest PSF sum) so relative kernel efficiencies stay as
 measured, then a single gain is calibrated so that the mean absolute feature on a few
 training images equals that of the realised design (the camera's exposure is arbitrary).
@@ -73,20 +75,92 @@ def read_psf_image(path: Path) -> np.ndarray:
     return arr
 
 
-def register_psf(arr: np.ndarray, size: int, where: str = "measured PSF") -> np.ndarray:
-    """Background-subtract and cut a ``size`` window centred on the intensity centroid."""
-    if min(arr.shape) < size:
-        raise UserError(f"{where}: {arr.shape[0]} x {arr.shape[1]} px is smaller than the design's {size} x {size} "
+def register_psfs(arrays: list[np.ndarray], size: int, where: str = "measured PSF") -> list[np.ndarray]:
+    """Cut one ``size`` window out of the frames of one kernel (its positive and negative PSFs,
+    or its wavelength channels): frames already ``size`` wide are taken as registered; larger
+    ones are background-subtracted and cut around the intensity centroid of their sum, one
+    window for all, so the PSFs of a pair keep their relative position (each centred on its
+    own centroid, a signed kernel's halves would slide onto each other)."""
+    shapes = {a.shape for a in arrays}
+    small = [a.shape for a in arrays if min(a.shape) < size]
+    if small:
+        raise UserError(f"{where}: {small[0][0]} x {small[0][1]} px is smaller than the design's {size} x {size} "
                         f"kernel; allowed: an image at least the kernel's size, the PSF inside it")
-    img = np.clip(arr - np.median(arr), 0, None) if arr.size > size * size else np.clip(arr, 0, None)
-    total = img.sum()
+    if len(shapes) > 1:
+        raise UserError(f"{where}: the frames of one kernel differ in size ({', '.join(map(str, sorted(shapes)))}); "
+                        f"allowed: frames cut alike, so that their relative position holds")
+    if arrays[0].shape == (size, size):
+        imgs = [np.clip(a, 0, None) for a in arrays]
+        if sum(float(i.sum()) for i in imgs) <= 0:
+            raise UserError(f"{where}: every value is zero or below; allowed: a PSF with light in it")
+        return imgs
+    imgs = [np.clip(a - np.median(a), 0, None) for a in arrays]
+    total_img = sum(imgs)
+    total = float(total_img.sum())
     if total <= 0:
-        raise UserError("measured PSF is empty after background subtraction")
-    ys, xs = np.indices(img.shape)
-    cy, cx = int(round((ys * img).sum() / total)), int(round((xs * img).sum() / total))
+        raise UserError(f"{where}: empty after background subtraction; allowed: a PSF brighter than the frame's median")
+    ys, xs = np.indices(total_img.shape)
+    cy, cx = int(round((ys * total_img).sum() / total)), int(round((xs * total_img).sum() / total))
     half = size // 2
-    pad = np.pad(img, half)
-    return pad[cy:cy + size, cx:cx + size]
+    return [np.pad(img, half)[cy:cy + size, cx:cx + size] for img in imgs]
+
+
+def write_measured_psfs(psfs: torch.Tensor, directory: Path) -> Path:
+    """Signed PSFs (K, C, k, k) as the files a lab would hand over: each kernel's positive and
+    negative parts as intensity images (NPY, one per wavelength channel) and manifest.json, the
+    layout :func:`load_measured_psfs` reads."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    arr = psfs.detach().double().cpu().numpy()
+    entries = []
+    for k in range(arr.shape[0]):
+        entry: dict[str, Any] = {"index": k}
+        for part, values in (("positive", np.clip(arr[k], 0, None)), ("negative", np.clip(-arr[k], 0, None))):
+            if part == "negative" and not values.any():
+                continue  # an unsigned kernel
+            names = []
+            for c in range(arr.shape[1]):
+                name = f"k{k}_{part}_c{c}.npy"
+                np.save(directory / name, values[c])
+                names.append(name)
+            entry[part] = names if len(names) > 1 else names[0]
+        entries.append(entry)
+    path = directory / "manifest.json"
+    path.write_text(json.dumps({"kernels": entries}, indent=1))
+    return path
+
+
+def write_captures(path: Path, *, indices: torch.Tensor, features: torch.Tensor,
+                   test_features: torch.Tensor | None = None) -> Path:
+    """Captured feature maps in the layout :func:`read_captures` reads (.npz)."""
+    arrays = {"indices": indices.cpu().numpy().astype(np.int64), "features": features.cpu().numpy()}
+    if test_features is not None:
+        arrays["test_features"] = test_features.cpu().numpy()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return path
+
+
+@torch.no_grad()
+def impulse_psfs(frontend: torch.nn.Module, *, in_channels: int, input_size: tuple[int, int],
+                 kernel_size: int) -> torch.Tensor:
+    """A device's signed PSFs as a lab measures them: a point source at the field's centre in
+    each input channel, the read-out (errors included, noise excluded) cut to the kernel
+    window around it. (K, C, k, k), in the convolution's orientation."""
+    h, w = input_size
+    half = kernel_size // 2
+    out = []
+    for c in range(in_channels):
+        x = torch.zeros(1, in_channels, h, w)
+        x[0, c, h // 2, w // 2] = 1.0
+        dev = next(iter(frontend.parameters()), next(iter(frontend.buffers()), torch.empty(0))).device
+        feats = frontend(x.to(dev))[0].cpu()
+        if tuple(feats.shape[-2:]) != (h, w):
+            raise UserError(f"measuring PSFs: the feature maps ({feats.shape[-2]} x {feats.shape[-1]}) are not "
+                            f"sampled like the input ({h} x {w}); a point-source PSF needs the same grid")
+        out.append(feats[:, h // 2 - half:h // 2 + half + 1, w // 2 - half:w // 2 + half + 1])
+    return torch.stack(out, 1)
 
 
 class MeasuredPSFFrontend(OpticalFrontend):
@@ -170,15 +244,21 @@ def load_measured_psfs(directory: Path, *, num_kernels: int, channels: int, kern
     for k in range(num_kernels):
         entry = by_index[k]
         ids: list[int | None] = []
+        frames: list[tuple[str, Path]] = []
         for part in ("positive", "negative"):
             if part not in entry:
-                ids.append(None)
                 continue
             files = _files(entry[part], channels, f"{manifest_path}: kernel {k} {part}")
-            stack = np.stack([register_psf(read_psf_image(directory / f), kernel_size, f"measured PSF {directory / f}")
-                              for f in files])
-            psfs.append(stack)
-            ids.append(len(psfs) - 1)
+            frames.extend((part, directory / f) for f in files)
+        cut = register_psfs([read_psf_image(f) for _, f in frames], kernel_size,
+                            f"measured PSF {frames[0][1]}" if len(frames) == 1 else f"measured PSFs of kernel {k}")
+        for part in ("positive", "negative"):
+            chosen = [img for (p, _), img in zip(frames, cut) if p == part]
+            if chosen:
+                psfs.append(np.stack(chosen))
+                ids.append(len(psfs) - 1)
+            else:
+                ids.append(None)
         signs.append((ids[0], ids[1]))  # type: ignore[arg-type]
     arr = np.stack(psfs)  # (P, C, k, k)
     arr = arr / arr.reshape(arr.shape[0], -1).sum(1).max()
