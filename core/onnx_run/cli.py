@@ -28,7 +28,25 @@ def _registered(kind: str) -> list[str]:
 
 
 class OnnxRunGroup(click.Group):
-    """A group that turns UserError into one line + exit 2 and lists installed components in --help."""
+    """A group that turns UserError into one line + exit 2 and lists installed components in --help.
+
+    Plugins' commands join the top group when a command is looked up or listed, not when the
+    module is imported: ``--version`` loads no plugin (nor torch)."""
+
+    _plugin_commands_added = False
+
+    def _with_plugin_commands(self) -> None:
+        if self is cli and not OnnxRunGroup._plugin_commands_added:
+            OnnxRunGroup._plugin_commands_added = True
+            _add_plugin_commands()
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._with_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._with_plugin_commands()
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -484,8 +502,6 @@ def _add_plugin_commands() -> None:
     except UserError as exc:
         click.echo(f"Error: {exc}", err=True)
 
-
-_add_plugin_commands()
 
 
 _SHOWN: set[str] = set()
