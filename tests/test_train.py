@@ -261,3 +261,28 @@ def test_quiet_silences_progress_and_warnings_without_changing_the_run(tmp_path,
     run_dir = out / "tiny-classification-digits"
     assert tomllib.loads((run_dir / "config.toml").read_text())["run"]["progress"] is True
     assert CliRunner().invoke(cli, args).exit_code == 0  # the same run, not "a different config"
+
+
+def test_resume_says_what_changed_since_the_run_started(tmp_path, tiny_optics):
+    """run.json records the config and the distributions a run started with; an edited
+    config.toml or another version of a distribution is one line naming the change."""
+    out = tmp_path / "runs"
+    args = ["--optics", "tiny", "--task", "classification", "--distill", "none", "--out", str(out), "--stages",
+            "teacher,students", "--set", "train.epochs=1", "--set", "train.max_train=96",
+            "--set", "teacher_train.epochs=1", "--set", "teacher_train.max_train=96", "--set", "run.progress=false"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    run_dir = out / "tiny-classification-digits"
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["distributions"]["onnx-run"] and record["config"]["optics"]["num_kernels"] == 4
+    config = run_dir / "config.toml"
+    original = config.read_text()
+    config.write_text(original.replace("num_kernels = 4", "num_kernels = 6"))
+    res = CliRunner().invoke(cli, ["--resume", str(run_dir)])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert ("config.toml was edited since the run started (optics.num_kernels 4 -> 6); a run continues with the "
+            "config it started with") in res.output
+    config.write_text(original)
+    record["distributions"]["onnx-run"] = "0.0.1"
+    (run_dir / "run.json").write_text(json.dumps(record))
+    res = CliRunner().invoke(cli, ["--resume", str(run_dir)])
+    assert res.exit_code == 2 and "made with other versions (onnx-run 0.0.1 -> " in res.output

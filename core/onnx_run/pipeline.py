@@ -116,9 +116,15 @@ class Pipeline:
             )
         from onnx_run.train.distributed import barrier, is_main
 
+        started = self.run_dir / "run.json"
+        now = {"config": self.cfg.to_dict(), "distributions": _distributions(self.cfg)}
+        if started.exists():
+            _check_unchanged(started, now)
         if is_main():
             _make_run_dir(self.run_dir)
             atomic_write_text(path, text)
+            if not started.exists():  # what made this run: checked again by every --resume
+                write_json(started, now)
         barrier()
 
     def recorded_stages(self) -> tuple[str, ...] | None:
@@ -573,6 +579,57 @@ class Pipeline:
         if stage in stage_functions:
             return stage_functions[stage](self)
         return getattr(self, f"stage_{stage}")()
+
+
+def _distributions(cfg: RunConfig) -> dict[str, str]:
+    """The distributions (and versions) of the components this run uses."""
+    from onnx_run.config import COMPONENT_SECTIONS, METHOD_SECTIONS
+    from onnx_run.plugins import registry
+    from onnx_run import __version__
+
+    reg = registry()
+    used = [(COMPONENT_SECTIONS[s][0], c.name) for s, c in cfg.components.items() if s in COMPONENT_SECTIONS]
+    used += [(METHOD_SECTIONS[s][0], name) for s, chosen in cfg.methods.items() for name in chosen]
+    used += [("error_models", e.get("name")) for e in cfg.fabricate.errors if isinstance(e, dict)]
+    out = {"onnx-run": __version__}
+    for kind, name in used:
+        comp = reg.get(kind, {}).get(name)
+        if comp is not None:
+            out[comp.distribution] = comp.version or __version__
+    return dict(sorted(out.items()))
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, Mapping):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _check_unchanged(started: Path, now: dict[str, Any]) -> None:
+    """A run resumes with what started it: an edited config.toml or another version of a
+    distribution it uses is one line naming what changed (keys absent at the start, settings
+    added to onnx-run since, are not changes)."""
+    try:
+        then = json.loads(started.read_text())
+        old_cfg, old_dists = _flat(then["config"]), then["distributions"]
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{started}: not the run's record (config, distributions); restore it or start a new "
+                        f"run (--out / run.name)") from None
+    new_cfg = _flat(now["config"])
+    keys = [k for k in old_cfg if k in new_cfg and old_cfg[k] != new_cfg[k]]
+    if keys:
+        shown = ", ".join(f"{k} {old_cfg[k]!r} -> {new_cfg[k]!r}" for k in keys[:3])
+        raise UserError(f"run directory {started.parent}: config.toml was edited since the run started ({shown}"
+                        f"{', ...' if len(keys) > 3 else ''}); a run continues with the config it started with: "
+                        f"undo the edit, or start a new run (--out / run.name)")
+    dists = [d for d in old_dists if now["distributions"].get(d) != old_dists[d]]
+    if dists:
+        shown = ", ".join(f"{d} {old_dists[d]} -> {now['distributions'].get(d, 'not installed')}" for d in dists)
+        raise UserError(f"run directory {started.parent}: made with other versions ({shown}); its checkpoints may "
+                        f"not fit: install those versions, or start a new run (--out / run.name)")
 
 
 def _make_run_dir(run_dir: Path) -> None:
