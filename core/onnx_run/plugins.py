@@ -211,9 +211,8 @@ def _collect(pm: pluggy.PluginManager) -> dict[str, dict[str, Component]]:
     reported with the failed plugins: one broken plugin never takes the CLI down."""
     dists = _distribution_of(pm)
     reg: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
-    order = _plugin_order(pm)
-    for plugin_name, plugin in [x for x in order if x[0] in _builtin_names] + \
-            [x for x in order if x[0] not in _builtin_names]:
+    order = _plugin_order(pm)  # external first: rotated so that the built-ins register first
+    for plugin_name, plugin in sorted(order, key=lambda x: x[0] not in _builtin_names):
         own = _components_of(pm, plugin_name, plugin, dists, reg)
         if isinstance(own, str):  # out whole: its hooks (lifecycle too) are not called either
             _skipped[plugin_name] = own
@@ -222,8 +221,7 @@ def _collect(pm: pluggy.PluginManager) -> dict[str, dict[str, Component]]:
             continue
         for kind, comps in own.items():
             reg[kind].update(comps)
-    return {kind: dict(sorted(comps.items(), key=lambda kv: _builtin_names.__contains__(kv[1].plugin)))
-            for kind, comps in reg.items()}
+    return reg
 
 
 def _components_of(pm: pluggy.PluginManager, plugin_name: str, plugin: Any, dists: dict[str, tuple[str, str]],
