@@ -1,10 +1,10 @@
 """The uncompensated drop of a trained run's devices, per error model and in total.
 
-For each error model of the run's ``fabricate.errors`` (at ``fabricate.severity``) alone, and
-for all of them together, every student seed x ``fabricate.devices`` device is made with the
-same device seeds as the pipeline's and tested with no compensation; the drop is against the
-realised (error-free) design of the same seed. Devices land in RUN_DIR/fabricated/ as
-``drop-<model>-...`` and are reused on a second call.
+For each error model of the run's ``fabricate.errors`` alone (at ``--severity``, default the
+run's), and for all of them together, every student seed x ``fabricate.devices`` device is
+made with the pipeline's device seeds and its trained backend tested on the test split as
+captured through it (no compensation). The drop is against the realised, error-free design
+of the same seed. Nothing is written to the run directory.
 
     python benchmarks/compensation/drop_per_error.py RUN_DIR [--severity S]
 
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from onnx_run.fabrication.device import scale_error_specs
 from onnx_run.pipeline import Pipeline
+from onnx_run.train.loop import predict
 
 
 def main() -> None:
@@ -33,20 +34,19 @@ def main() -> None:
     metric = pipe.task.primary_metric
     realised = {seed: json.loads((pipe.realised_dir(seed) / "summary.json").read_text())[f"test_{metric}"]
                 for seed in pipe.seeds()}
-    groups = [(spec["name"], [spec]) for spec in errors] + [("all together", errors)]
-    print(f"{args.run_dir}: severity {severity:g}, {len(pipe.config_devices())} devices, realised design "
-          f"{statistics.mean(realised.values()) * 100:.2f} % (test {metric})")
+    labels = pipe.splits.test.tensors[1]
+    print(f"{args.run_dir}: severity {severity:g}, {len(pipe.config_devices())} devices; realised design "
+          f"{statistics.mean(realised.values()) * 100:.2f} % (test {metric}, mean over seeds)\n")
     print(f"| error model (severity {severity:g}) | test {metric} (%) | drop (points) |")
     print("|---|---|---|")
-    for label, specs in groups:
+    for label, specs in [(spec["name"], [spec]) for spec in errors] + [("all together", errors)]:
         scores, drops = [], []
         for info in pipe.config_devices():
-            dev = {**{k: v for k, v in info.items() if k != "severity"}, "errors": specs,
-                   "name": f"drop-{label.replace(' ', '-')}-x{severity:g}-{info['name']}"}
-            pipe.write_device(dev)
-            row = pipe.compensate_device(dev["name"], ["none"])[0]
-            scores.append(row[f"test_{metric}"] * 100)
-            drops.append((realised[info["student_seed"]] - row[f"test_{metric}"]) * 100)
+            model, device = pipe.build_device({**info, "errors": specs})
+            features = pipe.captured(device, "test", int(info["device_seed"]))[1]
+            score = pipe.task.metrics(predict(model.backend, features), labels)[metric]
+            scores.append(score * 100)
+            drops.append((realised[info["student_seed"]] - score) * 100)
         sd = statistics.stdev(scores) if len(scores) > 1 else 0.0
         print(f"| {label} | {statistics.mean(scores):.2f} ± {sd:.2f} | {statistics.mean(drops):.2f} |")
 
