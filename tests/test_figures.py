@@ -60,3 +60,27 @@ def test_kernel_figure_has_scales_indices_and_units(tmp_path, kept):
             assert ax.images[0].get_clim() == pytest.approx((-vmax, vmax))  # one symmetric scale per row
     assert panels[0].get_ylabel() == "ideal (trained)\n(px)" and list(panels[0].get_xticks()) == [0, 4]
     assert "1 px = 5.86 um on the sensor" in fig._suptitle.get_text()
+
+
+def test_the_compensation_table_pairs_methods_over_devices(tmp_path):
+    """results.md: each fine-tuning against no compensation (with the share of the drop it wins
+    back) and KD / NTKD against the task loss, paired device by device."""
+    from onnx_run.report.tables import write_results
+
+    (tmp_path / "realised" / "none-seed0").mkdir(parents=True)
+    (tmp_path / "realised" / "none-seed0" / "summary.json").write_text(
+        json.dumps({"student": "none", "test_accuracy": 0.90, "ideal_test_accuracy": 0.90}))
+    scores = {"none": [0.70, 0.80, 0.60], "e2e": [0.85, 0.86, 0.84], "kd": [0.86, 0.87, 0.84]}
+    for method, values in scores.items():
+        for i, value in enumerate(values):
+            path = tmp_path / "fabricated" / f"dev{i}" / "finetune" / method / "summary.json"
+            path.parent.mkdir(parents=True)
+            path.write_text(json.dumps({"test_accuracy": value, "wall_time_s": 1.0}))
+    results = write_results(tmp_path, primary="accuracy")
+    pairs = {(d["a"], d["b"]): d for d in results["after_fabrication_paired"]}
+    assert pairs[("e2e", "none")]["differences"] == pytest.approx([0.15, 0.06, 0.24])
+    assert pairs[("kd", "e2e")]["wins"] == 2 and pairs[("kd", "e2e")]["n"] == 3
+    text = (tmp_path / "results.md").read_text()
+    # the drop: 0.90 - 0.70 = 20 points; e2e wins back 15 of them
+    assert "| e2e - none | +15.00 ± 9.00 |" in text and "| 75 % |" in text
+    assert "| kd - e2e | +0.67 ± 0.58 |" in text

@@ -32,6 +32,7 @@ import attrs
 from onnx_run.config import RunConfig, resolve, set_dotted
 from onnx_run.errors import UserError
 from onnx_run.pipeline import Pipeline, default_run_dir, run_dir_config
+from onnx_run.report.tables import paired
 from onnx_run.train.checkpoint import atomic_write_text, write_json
 
 #: search seeds are offset from the final ones so that no final seed is tuned on
@@ -92,19 +93,6 @@ def search_settings(cfg: RunConfig):
     if c.search_max_train:
         changes["max_train"] = c.search_max_train
     return attrs.evolve(cfg.train, **changes)
-
-
-def paired(a: list[float], b: list[float]) -> dict[str, Any]:
-    """Mean, std and Student-t 95 % interval of the per-seed differences a - b."""
-    from scipy import stats
-
-    d = [x - y for x, y in zip(a, b)]
-    n = len(d)
-    mean = statistics.fmean(d) if d else math.nan
-    std = statistics.stdev(d) if n > 1 else 0.0
-    half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n) if n > 1 else math.nan
-    wins = sum(x > 0 for x in d)
-    return {"differences": d, "mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": n, "wins": wins}
 
 
 class Comparison:

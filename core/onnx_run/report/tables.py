@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,20 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def fmt(mean: float, std: float, n: int, *, percent: bool = True) -> str:
     scale = 100.0 if percent else 1.0
     return f"{mean * scale:.2f} ± {std * scale:.2f}" if n > 1 else f"{mean * scale:.2f}"
+
+
+def paired(a: list[float], b: list[float]) -> dict[str, Any]:
+    """Mean, std and Student-t 95 % interval of the paired differences a - b (same seed, or
+    same device), and how many of them are above 0."""
+    from scipy import stats
+
+    d = [x - y for x, y in zip(a, b)]
+    n = len(d)
+    mean = statistics.fmean(d) if d else math.nan
+    std = statistics.stdev(d) if n > 1 else 0.0
+    half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n) if n > 1 else math.nan
+    wins = sum(x > 0 for x in d)
+    return {"differences": d, "mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": n, "wins": wins}
 
 
 def collect_students(run_dir: Path, primary: str) -> list[dict[str, Any]]:
@@ -46,6 +61,7 @@ def collect_compensation(run_dir: Path, primary: str, devices: list[str] | None 
     """After-fabrication rows: one per fine-tuning method, over student seeds x the config's devices."""
     by_method: dict[str, list[float]] = {}
     walls: dict[str, list[float]] = {}
+    per_device: dict[str, dict[str, float]] = {}
     for summary in sorted((run_dir / "fabricated").glob("*/finetune/*/summary.json")):
         if devices is not None and summary.parents[2].name not in devices:
             continue  # devices made by hand or by `robustness` have tables of their own
@@ -53,14 +69,30 @@ def collect_compensation(run_dir: Path, primary: str, devices: list[str] | None 
         method = summary.parent.name
         by_method.setdefault(method, []).append(data[f"test_{primary}"])
         walls.setdefault(method, []).append(data.get("wall_time_s", 0.0))
+        per_device.setdefault(method, {})[summary.parents[2].name] = data[f"test_{primary}"]
     order = {"none": 0, "e2e": 1, "kd": 2, "ntkd": 3}
     rows = []
     for method in sorted(by_method, key=lambda m: (order.get(m, 9), m)):
         m, sd = mean_std(by_method[method])
         rows.append({"method": method, "n": len(by_method[method]), f"test_{primary}_mean": m,
                      f"test_{primary}_std": sd, f"test_{primary}_all": by_method[method],
-                     "wall_time_s_median": statistics.median(walls[method])})
+                     "wall_time_s_median": statistics.median(walls[method]), "per_device": per_device[method]})
     return rows
+
+
+def compensation_pairs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Paired differences over the devices every method was run on: each fine-tuning against no
+    compensation, and KD / NTKD against the task loss (the same device, student and captures)."""
+    by = {r["method"]: r["per_device"] for r in rows}
+    wanted = [(m, "none") for m in ("e2e", "kd", "ntkd") if m in by] + \
+             [(m, "e2e") for m in ("kd", "ntkd") if m in by] + [("ntkd", "kd")]
+    out = []
+    for a, b in wanted:
+        if a in by and b in by:
+            devices = sorted(set(by[a]) & set(by[b]))
+            if devices:
+                out.append({"a": a, "b": b, **paired([by[a][d] for d in devices], [by[b][d] for d in devices])})
+    return out
 
 
 def collect_realised(run_dir: Path, primary: str) -> dict[str, Any] | None:
@@ -110,7 +142,8 @@ def write_results(run_dir: Path, *, primary: str, figures: list[str] | None = No
         errors = json.loads(device_files[0].read_text()).get("errors")
     results = {"primary_metric": primary, "teacher": teacher, "estimate": estimate, "estimate_curve": curve,
                "simulation": students,
-               "realised": realised, "fabrication_errors": errors, "after_fabrication": compensation}
+               "realised": realised, "fabrication_errors": errors, "after_fabrication": compensation,
+               "after_fabrication_paired": compensation_pairs(compensation)}
     write_json(run_dir / "results.json", results)
     lines = [f"# Results: {run_dir.name}", ""]
     if teacher is not None and f"test_{primary}" in teacher:
@@ -154,6 +187,23 @@ def write_results(run_dir: Path, *, primary: str, figures: list[str] | None = No
                          f"{fmt(r[f'test_{primary}_mean'], r[f'test_{primary}_std'], r['n'])} | {r['n']} | "
                          f"{r['wall_time_s_median']:.1f} |")
         lines.append("")
+        pairs = compensation_pairs(compensation)
+        if pairs:
+            base = {r["method"]: r[f"test_{primary}_mean"] for r in compensation}.get("none")
+            ideal = realised["realised_mean"] if realised is not None else None
+            lines += ["| paired over devices (points) | mean ± std | 95 % CI (Student t) | devices won |"
+                      + (" share of the drop recovered |" if base is not None and ideal is not None else ""),
+                      "|---|---|---|---|" + ("---|" if base is not None and ideal is not None else "")]
+            for d in pairs:
+                lo, hi = d["ci95"]
+                row = (f"| {d['a']} - {d['b']} | {d['mean'] * 100:+.2f} ± {d['std'] * 100:.2f} | "
+                       f"[{lo * 100:+.2f}, {hi * 100:+.2f}] | {d['wins']}/{d['n']} |")
+                if base is not None and ideal is not None:
+                    drop = ideal - base
+                    row += (f" {d['mean'] / drop * 100:.0f} % |" if d["b"] == "none" and drop > 0 else " |")
+                lines.append(row)
+            lines += ["", "The drop is the realised design's accuracy minus no compensation's; a difference "
+                      "whose interval excludes 0 is one the devices support.", ""]
     if figures:
         lines += ["## Figures", ""] + [f"![{Path(f).stem}]({Path(f).relative_to(run_dir)})" for f in figures] + [""]
     atomic_write_text(run_dir / "results.md", "\n".join(lines))
