@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import statistics
 from pathlib import Path
 from typing import Any, Callable

@@ -341,8 +341,8 @@ def _non_finite(value: Any, key: str) -> tuple[str, float] | None:
         return key, value
     items = value.items() if isinstance(value, Mapping) else \
         enumerate(value) if isinstance(value, (list, tuple)) else ()
-    for k, v in items:
-        found = _non_finite(v, f"{key}[{k}]" if isinstance(k, int) else f"{key}.{k}")
+    for k, item in items:
+        found = _non_finite(item, f"{key}[{k}]" if isinstance(k, int) else f"{key}.{k}")
         if found:
             return found
     return None
