@@ -375,6 +375,11 @@ def test_a_measured_device_round_trips_through_the_real_device_commands(tmp_path
             "--set", "fabricate.student=none", "--set", "finetune.epochs=2", "--set", errors]
     assert CliRunner().invoke(cli, args).exit_code == 0
     run_dir = out / "tiny-classification-digits"
+    (tmp_path / "afile").write_text("")
+    res = CliRunner().invoke(cli, ["measure", str(run_dir), "--device", "none-seed0-dev0", "--out",
+                                   str(tmp_path / "afile" / "lab")])
+    assert res.exit_code == 2 and res.output.strip().splitlines()[-1].startswith(
+        f"Error: --out: {tmp_path / 'afile'} is a file, not a folder")
     res = CliRunner().invoke(cli, ["measure", str(run_dir), "--device", "none-seed0-dev0", "--out", str(tmp_path / "lab")])
     assert res.exit_code == 0, res.output
     manifest = json.loads((tmp_path / "lab" / "psfs" / "manifest.json").read_text())
@@ -398,3 +403,24 @@ def test_a_measured_device_round_trips_through_the_real_device_commands(tmp_path
     first = json.loads((dev / "finetune" / "e2e" / "summary.json").read_text())
     again = json.loads(next(dev.glob("finetune-*captures/e2e/summary.json")).read_text())
     assert again["test_accuracy"] == first["test_accuracy"] and again["val_accuracy"] == first["val_accuracy"]
+
+
+def test_the_teacher_kernel_is_built_once_per_device(tmp_path, tiny_optics, monkeypatch):
+    """NTKD compensation at several learning rates reads one teacher kernel over the device's
+    captured images, not one per lr."""
+    from click.testing import CliRunner
+
+    import onnx_run.ntk.teacher_cache as teacher_cache
+    from onnx_run.cli import cli
+
+    built = []
+    real = teacher_cache.bounded_cache
+    monkeypatch.setattr(teacher_cache, "bounded_cache", lambda *a, **k: built.append(1) or real(*a, **k))
+    args = ["--optics", "tiny", "--task", "classification", "--distill", "none", "--out", str(tmp_path / "runs"),
+            "--stages", "teacher,students,realise,fabricate,compensate", "--set", "train.epochs=1",
+            "--set", "train.max_train=96", "--set", "teacher_train.epochs=1", "--set", "teacher_train.max_train=96",
+            "--set", "run.progress=false", "--set", "fabricate.student=none", "--set", "finetune.epochs=1",
+            "--set", 'finetune.methods=["none", "ntkd"]', "--set", "finetune.lr_grid=[1e-4, 1e-3, 1e-2]"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert len(built) == 1

@@ -365,7 +365,7 @@ def fabricate_cmd(run_dir, error_models, seed, student, student_seed, measured_p
     """Make a fabricated device from a trained run (sampled errors, or measured PSFs)."""
     import math
 
-    from onnx_run.fabrication.device import build_error_models, parse_error_spec, scale_error_specs
+    from onnx_run.fabrication.device import parse_error_spec, scale_error_specs
 
     pipe = _open_run(run_dir)
     errors = [parse_error_spec(e) for e in error_models] if error_models else list(pipe.cfg.fabricate.errors)
@@ -375,8 +375,7 @@ def fabricate_cmd(run_dir, error_models, seed, student, student_seed, measured_p
     severity = pipe.cfg.fabricate.severity if severity is None else severity
     if not (math.isfinite(severity) and 0 < severity <= 100):
         raise UserError(f"--severity: expected a number in (0, 100], got {severity:g}")
-    errors = scale_error_specs(errors, severity, key=key)
-    build_error_models(errors, key=key)  # validate before any work
+    errors = scale_error_specs(errors, severity, key=key)  # every table checked before any work
     student = student or pipe.fabricated_student()
     if student not in pipe.cfg.students.methods:
         raise UserError(f"--student {student!r}: this run trained {', '.join(pipe.cfg.students.methods)}")

@@ -9,6 +9,7 @@ checked before the run directory is created, so bad input never leaves half a ru
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import time
 from pathlib import Path
@@ -121,7 +122,7 @@ class Pipeline:
         if started.exists():
             _check_unchanged(started, now)
         if is_main():
-            _make_run_dir(self.run_dir)
+            _make_folder(self.run_dir)
             atomic_write_text(path, text)
             if not started.exists():  # what made this run: checked again by every --resume
                 write_json(started, now)
@@ -458,8 +459,17 @@ class Pipeline:
             backend = model.backend
             backend.load_state_dict(backend_state(self._student_state(info["student"], info["student_seed"])))
             teacher = self.teacher()[0] if any(m in ("kd", "ntkd") for m in todo) else None
+
+            @functools.cache
+            def teacher_cache() -> Any:  # built once per device: every method and lr reads the same images
+                from onnx_run.ntk.teacher_cache import bounded_cache
+
+                return bounded_cache(teacher, self.splits.train.tensors[0][idx].to(self.device),
+                                     reduce=self.task.ntk_reduce, progress=self.progress)
+
             ctx = dict(backend=backend, train_idx=idx, train_features=feats, val_features=val_f,
-                       test_features=test_f, teacher=teacher, out_of_fold=self.teacher_outputs)
+                       test_features=test_f, teacher=teacher, out_of_fold=self.teacher_outputs,
+                       teacher_cache=teacher_cache)
         for method in methods:
             path = base / method / "summary.json"
             if method in todo:
@@ -502,6 +512,7 @@ class Pipeline:
         idx, feats = self.captured(device, "train", seed, fraction=self.cfg.finetune.fraction if fraction is None
                                    else fraction)
         out = Path(out)
+        _make_folder(out / "psfs", "--out")
         return {"psfs": write_measured_psfs(psfs, out / "psfs").parent,
                 "captures": write_captures(out / "captures.npz", indices=idx, features=feats,
                                            test_features=self.captured(device, "test", seed)[1])}
@@ -632,17 +643,17 @@ def _check_unchanged(started: Path, now: dict[str, Any]) -> None:
                         f"not fit: install those versions, or start a new run (--out / run.name)")
 
 
-def _make_run_dir(run_dir: Path) -> None:
-    """Create ``run_dir``, or one line saying why it cannot be (a file in the way, no permission,
-    a full disk): exit 2, nothing written."""
-    blocked = next((p for p in (run_dir, *run_dir.parents) if p.exists() and not p.is_dir()), None)
+def _make_folder(folder: Path, key: str = "--out / run.out") -> None:
+    """Create ``folder``, or one line naming ``key`` and why it cannot be (a file in the way, no
+    permission, a full disk): exit 2, nothing written."""
+    blocked = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
     if blocked is not None:
-        raise UserError(f"--out / run.out: {blocked} is a file, not a folder; allowed: a folder (it is created "
+        raise UserError(f"{key}: {blocked} is a file, not a folder; allowed: a folder (it is created "
                         f"if missing) or a path that does not exist yet")
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"--out / run.out: cannot create the run directory {run_dir}: {exc.strerror}; "
+        raise UserError(f"{key}: cannot create the folder {folder}: {exc.strerror}; "
                         f"allowed: a folder you can write to") from None
 
 

@@ -48,11 +48,13 @@ def finetune_backend(*, task, splits, backend: torch.nn.Module, train_idx: torch
                      val_features: torch.Tensor, test_features: torch.Tensor, method: str, settings, run_dir: Path,
                      seed: int, device: torch.device, teacher=None, loss_choices: dict[str, Any] | None = None,
                      progress: bool = True, precision: str = "fp32",
-                     out_of_fold: Callable[[int], torch.Tensor | None] | None = None) -> dict[str, Any]:
+                     out_of_fold: Callable[[int], torch.Tensor | None] | None = None,
+                     teacher_cache: Callable[[], Any] | None = None) -> dict[str, Any]:
     """Fine-tune (or, for ``none``, just evaluate) a copy of ``backend`` on captured features;
     ``precision`` (``run.precision``) is the autocast of the backend and teacher; ``out_of_fold(K)``
     gives the out-of-fold teacher outputs of the whole training split for a loss that asks for
-    them (``teacher_folds``)."""
+    them (``teacher_folds``); ``teacher_cache()`` the teacher's kernel cache over the captured
+    training images, when the caller shares one between methods and learning rates."""
     if method not in FINETUNE_METHODS:
         raise UserError(f"finetune.methods: unknown method {method!r}; allowed: {', '.join(FINETUNE_METHODS)}")
     run_dir = Path(run_dir)
@@ -87,7 +89,8 @@ def finetune_backend(*, task, splits, backend: torch.nn.Module, train_idx: torch
     if loss_fn.needs_teacher_kernel:
         from onnx_run.ntk.teacher_cache import bounded_cache
 
-        cache = bounded_cache(teacher, data.train.tensors[0].to(device), reduce=task.ntk_reduce, progress=progress)
+        cache = teacher_cache() if teacher_cache is not None else \
+            bounded_cache(teacher, data.train.tensors[0].to(device), reduce=task.ntk_reduce, progress=progress)
         teacher_kernel = lambda xb, idx: cache.kernel(idx)  # noqa: E731  (idx on the CPU: checked there)
     outputs = None
     if loss_fn.teacher_folds:

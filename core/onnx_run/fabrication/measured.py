@@ -27,6 +27,7 @@ split is evaluated through the measured or simulated frontend).
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -150,11 +151,11 @@ def impulse_psfs(frontend: torch.nn.Module, *, in_channels: int, input_size: tup
     window around it. (K, C, k, k), in the convolution's orientation."""
     h, w = input_size
     half = kernel_size // 2
+    dev = next(itertools.chain(frontend.parameters(), frontend.buffers()), torch.empty(0)).device
     out = []
     for c in range(in_channels):
         x = torch.zeros(1, in_channels, h, w)
         x[0, c, h // 2, w // 2] = 1.0
-        dev = next(iter(frontend.parameters()), next(iter(frontend.buffers()), torch.empty(0))).device
         feats = frontend(x.to(dev))[0].cpu()
         if tuple(feats.shape[-2:]) != (h, w):
             raise UserError(f"measuring PSFs: the feature maps ({feats.shape[-2]} x {feats.shape[-1]}) are not "
