@@ -26,6 +26,8 @@ class TinyOpticsConfig:
 
 
 class TinyOptics(OpticalFrontend):
+    capabilities = frozenset({"perturb_kernels"})
+
     def __init__(self, config: TinyOpticsConfig):
         super().__init__(config)
         self.in_channels = config.channels

@@ -83,7 +83,7 @@ def test_bad_toml_file(tmp_path):
 def test_pipeline_bad_set_writes_nothing(tmp_path, tiny_optics):
     res = run(["--optics", "tiny", "--task", "classification", "--out", str(tmp_path / "runs"),
                "--set", "train.epochs=-1"])
-    assert res.exit_code == 2 and "train.epochs: must be >= 0, got -1" in res.output
+    assert res.exit_code == 2 and "train.epochs: must be >= 1, got -1" in res.output
     assert not (tmp_path / "runs").exists()
 
 

@@ -67,7 +67,7 @@ def test_finished_run_is_not_retrained(setup, tmp_path, kill_after):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(setup, tmp_path):
-    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2.*last good checkpoint kept"):
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, step \d+ \(lr .*\); stopped, epoch 1 is kept in .*last.pt; allowed: a lower"):
         _train(setup, tmp_path / "run", NaNAfter(200 // 32 + 1 + 2))
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert state["epoch"] == 0

@@ -6,6 +6,7 @@ User mistakes print ``Error: <one line>`` and exit with code 2.
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 import warnings
@@ -54,6 +55,11 @@ class OnnxRunGroup(click.Group):
         except UserError as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(2)
+        except OSError as exc:
+            if exc.errno not in _FILE_SYSTEM_ERRNOS:
+                raise
+            click.echo(f"Error: {_file_system_error(exc)}", err=True)
+            ctx.exit(2)
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         if self is not cli:
@@ -68,6 +74,20 @@ class OnnxRunGroup(click.Group):
             ])
         formatter.write_paragraph()
         formatter.write_text("Example: onnx-run --optics 4f --task classification")
+
+
+#: faults of the file system a person can fix: a full disk or quota, no permission, read-only
+_FILE_SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def _file_system_error(exc: OSError) -> str:
+    """One line for a write the file system refused. Every file onnx-run writes is written
+    whole or not at all (onnx_run.files), so what exists is intact and the command can run again."""
+    where = exc.filename or "a file"
+    fix = ("free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+           else "allowed: a folder you can write to")
+    return (f"{where}: {exc.strerror or exc}; nothing was half-written: {fix}, then run the same command again "
+            f"(a run continues where it stopped: onnx-run --resume RUN_DIR)")
 
 
 def config_options(fn: Callable) -> Callable:
@@ -158,6 +178,7 @@ def cli(ctx: click.Context, resume, stages, teacher_checkpoint, dry_run, quiet, 
         pipe = Pipeline(cfg, default_run_dir(cfg), teacher_checkpoint=teacher_checkpoint)
     from onnx_run.train.distributed import is_main, shutdown
 
+    pipe.check()  # a run directory it cannot use: one line before anything is said or written
     if quiet:  # this invocation only: the run's config (run.progress) is left as it is
         pipe.progress = False
     cfg = pipe.cfg
@@ -180,6 +201,14 @@ def cli(ctx: click.Context, resume, stages, teacher_checkpoint, dry_run, quiet, 
         from onnx_run.report.run_figures import write_report
 
         pipe.run(chosen, echo=click.echo, stage_functions={"report": write_report})
+    except OSError as exc:
+        if exc.errno not in _FILE_SYSTEM_ERRNOS:
+            raise
+        text = _file_system_error(exc).replace("RUN_DIR", str(pipe.run_dir))
+        if not pipe.run_dir.exists():
+            text = text.split("; nothing was half-written")[0] + "; nothing was written: " + \
+                ("free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "allowed: a folder you can write to")
+        raise UserError(text) from None
     finally:
         shutdown()
     results = pipe.run_dir / "results.md"
@@ -365,7 +394,7 @@ def fabricate_cmd(run_dir, error_models, seed, student, student_seed, measured_p
     """Make a fabricated device from a trained run (sampled errors, or measured PSFs)."""
     import math
 
-    from onnx_run.fabrication.device import parse_error_spec, scale_error_specs
+    from onnx_run.fabrication.device import check_capabilities, parse_error_spec, scale_error_specs
 
     pipe = _open_run(run_dir)
     errors = [parse_error_spec(e) for e in error_models] if error_models else list(pipe.cfg.fabricate.errors)
@@ -376,6 +405,7 @@ def fabricate_cmd(run_dir, error_models, seed, student, student_seed, measured_p
     if not (math.isfinite(severity) and 0 < severity <= 100):
         raise UserError(f"--severity: expected a number in (0, 100], got {severity:g}")
     errors = scale_error_specs(errors, severity, key=key)  # every table checked before any work
+    check_capabilities(errors, pipe.optics_capabilities, pipe.cfg.optics.name, key=key)
     student = student or pipe.fabricated_student()
     if student not in pipe.cfg.students.methods:
         raise UserError(f"--student {student!r}: this run trained {', '.join(pipe.cfg.students.methods)}")
@@ -413,8 +443,9 @@ def measure_cmd(run_dir, device_name, out_dir, fraction) -> None:
 @cli.command("finetune")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--device", "device_name", help="device name under RUN_DIR/fabricated (default: every device)")
-@click.option("--method", "methods", default="none,e2e,ntkd", show_default=True,
-              help="comma-separated: none (no compensation), e2e (task loss), kd, ntkd")
+@click.option("--method", "methods", default=None,
+              help="comma-separated: none (no compensation), e2e (task loss), kd, ntkd "
+                   "[default: the run's finetune.methods]")
 @click.option("--fraction", type=float, default=None, help="fraction of the training set captured (finetune.fraction)")
 @click.option("--captures", type=click.Path(dir_okay=False), help=".npz of captured feature maps from a real device")
 def finetune_cmd(run_dir, device_name, methods, fraction, captures) -> None:
@@ -423,7 +454,7 @@ def finetune_cmd(run_dir, device_name, methods, fraction, captures) -> None:
     from onnx_run.report.tables import fmt, mean_std
 
     pipe = _open_run(run_dir)
-    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else list(pipe.cfg.finetune.methods)
     for m in chosen:
         if m not in FINETUNE_METHODS:
             raise UserError(f"--method: unknown method {m!r}; allowed: {', '.join(FINETUNE_METHODS)}")
@@ -456,19 +487,25 @@ def finetune_cmd(run_dir, device_name, methods, fraction, captures) -> None:
 @click.option("--method", "methods", default="none,e2e,ntkd", show_default=True, help="compensation methods")
 def robustness_cmd(run_dir, error_spec, key, values, methods) -> None:
     """Accuracy vs error magnitude, with and without compensation (table + robustness.png)."""
+    import math
+
     from onnx_run.config import parse_value
-    from onnx_run.fabrication.device import build_error_models, parse_error_spec
+    from onnx_run.fabrication.device import build_error_models, check_capabilities, parse_error_spec
     from onnx_run.report.figures import robustness_figure
     from onnx_run.report.tables import fmt, mean_std
-    from onnx_run.train.checkpoint import write_json
+    from onnx_run.files import write_json
 
     pipe = _open_run(run_dir)
     base = parse_error_spec(error_spec)
     mags = [parse_value(v.strip()) for v in values.split(",") if v.strip()]
+    bad = [m for m in mags if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m)]
+    if bad or not mags:
+        raise UserError(f"--values {values!r}: expected comma-separated finite numbers, e.g. 0,0.1,0.2")
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     specs = [{**base, key: mag} for mag in mags]
     for spec in specs:
         build_error_models([spec], key="--error-model")  # validate every point first
+        check_capabilities([spec], pipe.optics_capabilities, pipe.cfg.optics.name, key="--error-model")
     points = []
     primary = pipe.task.primary_metric
     for mag, spec in zip(mags, specs):

@@ -30,9 +30,9 @@ import attrs
 
 from onnx_run.config import RunConfig, resolve, set_dotted
 from onnx_run.errors import UserError
+from onnx_run.files import atomic_write_text, write_json
 from onnx_run.pipeline import Pipeline, default_run_dir, run_dir_config
 from onnx_run.report.tables import paired
-from onnx_run.train.checkpoint import atomic_write_text, write_json
 
 #: search seeds are offset from the final ones so that no final seed is tuned on
 SEARCH_SEED_OFFSET = 100

@@ -41,6 +41,11 @@ class OpticalFrontend(nn.Module):
     number of signed kernels.
     """
 
+    #: optional abilities this optics offers, each a method of the same name (declared, never
+    #: guessed with hasattr, so that a run refuses what needs one before anything trains):
+    #: ``perturb_kernels(sigma, generator)`` -> a perturbed copy (error model ``kernel-error``);
+    #: ``quantise_phase(bits)`` -> a copy with 2**bits phase levels (``phase-quantisation``)
+    capabilities: frozenset[str] = frozenset()
     #: wavelength channels of the input (1 monochrome, 3 RGB)
     in_channels: int = 1
     #: input image size in pixels (rows, cols)
@@ -300,6 +305,10 @@ class ErrorModel:
     of a device ``severity`` times as bad (``fabricate.severity``; :func:`scaled_settings`).
     """
 
+    #: the optics capabilities (:attr:`OpticalFrontend.capabilities`) this model calls; a run
+    #: whose optics lack one is refused when it is resolved
+    requires: frozenset[str] = frozenset()
+
     def __init__(self, config: Any):
         self.config = config
 
@@ -308,6 +317,30 @@ class ErrorModel:
 
     def apply_to_measurement(self, features: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return features
+
+
+def optics_of(device: nn.Module) -> OpticalFrontend:
+    """The optics under the wrappers error models put around it (each wrapper keeps the
+    module it wraps as ``.inner``): what an error model that needs a capability works on."""
+    inner = device
+    while not isinstance(inner, OpticalFrontend) and isinstance(getattr(inner, "inner", None), nn.Module):
+        inner = inner.inner
+    if not isinstance(inner, OpticalFrontend):
+        raise TypeError(f"{type(device).__name__} wraps no OpticalFrontend (wrappers keep theirs as .inner)")
+    return inner
+
+
+def replace_optics(device: nn.Module, make: Callable[[OpticalFrontend], OpticalFrontend]) -> nn.Module:
+    """``device`` with its optics (:func:`optics_of`) replaced by ``make(optics)``, the wrappers
+    kept: how an error model changes the optics after others have wrapped them."""
+    optics = optics_of(device)
+    if optics is device:
+        return make(optics)
+    parent = device
+    while parent.inner is not optics:
+        parent = parent.inner
+    parent.inner = make(optics)
+    return device
 
 
 def scaled_settings(config: Any, severity: float, **exponents: float) -> Any:

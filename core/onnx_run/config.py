@@ -29,6 +29,11 @@ from onnx_run.errors import UserError
 # -- core sections -----------------------------------------------------------------------------
 
 
+def _folder_name(value: str) -> None:
+    if not re.fullmatch(r"[\w.+-]*", value) or value in (".", ".."):
+        raise ValueError(f"'name' must be one folder name (letters, digits, . _ + -), got {value!r}")
+
+
 @attrs.define(kw_only=True)
 class RunSettings:
     """Where and how a run happens."""
@@ -36,7 +41,8 @@ class RunSettings:
     seed: int = attrs.field(default=0, validator=v.ge(0))
     seeds: int = attrs.field(default=1, validator=[v.ge(1), v.le(100)])
     out: str = "runs"
-    name: str = ""
+    #: the run directory's name under ``out`` ("" = optics-task-dataset): one folder name
+    name: str = attrs.field(default="", validator=lambda _i, _a, value: _folder_name(value))
     device: str = attrs.field(default="cpu", validator=v.in_(["cpu", "cuda", "auto"]))
     progress: bool = True
     threads: int = attrs.field(default=0, validator=[v.ge(0), v.le(256)])  # torch CPU threads; 0: torch's default
@@ -51,7 +57,7 @@ class RunSettings:
 class TrainSettings:
     """Optimiser, schedule and length of one training."""
 
-    epochs: int = attrs.field(default=15, validator=[v.ge(0), v.le(10000)])
+    epochs: int = attrs.field(default=15, validator=[v.ge(1), v.le(10000)])
     batch_size: int = attrs.field(default=64, validator=v.ge(1))
     lr: float = attrs.field(default=2e-3, validator=v.gt(0))
     optics_lr: float = attrs.field(default=2e-2, validator=v.gt(0))
@@ -66,14 +72,14 @@ class TrainSettings:
 class TeacherTrainSettings(TrainSettings):
     """Training of the electronic teacher (cached; trained once per dataset/arch/seed)."""
 
-    epochs: int = attrs.field(default=20, validator=[v.ge(0), v.le(10000)])
+    epochs: int = attrs.field(default=20, validator=[v.ge(1), v.le(10000)])
     lr: float = attrs.field(default=3e-3, validator=v.gt(0))
     batch_size: int = attrs.field(default=64, validator=v.ge(1))
 
 
 def _method_list(instance: Any, attribute: Any, value: list[str]) -> None:
     if not value:
-        raise ValueError(f"'{attribute.name}' must name at least one method")
+        raise ValueError(f"'{attribute.name}' must name at least one method, e.g. none,kd,ntkd")
     if len(set(value)) != len(value):
         raise ValueError(f"'{attribute.name}' must not repeat a method: {value}")
 
@@ -122,7 +128,7 @@ class FinetuneSettings(TrainSettings):
 
     methods: list[str] = attrs.field(factory=lambda: ["none", "e2e", "ntkd"], validator=_method_list)
     fraction: float = attrs.field(default=0.1, validator=[v.gt(0), v.le(1)])
-    epochs: int = attrs.field(default=15, validator=[v.ge(0), v.le(10000)])
+    epochs: int = attrs.field(default=15, validator=[v.ge(1), v.le(10000)])
     lr: float = attrs.field(default=1e-3, validator=v.gt(0))
     batch_size: int = attrs.field(default=64, validator=v.ge(1))
     lr_grid: list[float] = attrs.field(factory=list, validator=v.deep_iterable(
@@ -355,8 +361,20 @@ def _lists_from_text(data: Mapping[str, Any], cls: type) -> dict[str, Any]:
         hints = typing.get_type_hints(cls)
     except Exception:  # noqa: BLE001 - a plugin's annotation that names an unimported type: leave as is
         return dict(data)
-    return {k: [p.strip() for p in v.split(",") if p.strip()]
-            if isinstance(v, str) and typing.get_origin(hints.get(k)) is list else v for k, v in data.items()}
+    out = dict(data)
+    for k, value in data.items():
+        hint = hints.get(k)
+        if typing.get_origin(hint) is not list or isinstance(value, (list, tuple, Mapping)):
+            continue
+        if typing.get_origin(typing.get_args(hint)[0]) is dict:  # tables: no text form
+            raise ValueError(f"'{k}' must be a list of tables, e.g. [{{name = \"brightness\", sigma = 0.1}}], "
+                             f"got {value!r}")
+        if isinstance(value, str):  # "0.01,0.03" for a list of numbers: each item a TOML literal
+            text = typing.get_args(hint)[:1] == (str,)
+            out[k] = [p.strip() if text else parse_value(p.strip()) for p in value.split(",") if p.strip()]
+        else:  # one value for a list: --set task.hidden=64
+            out[k] = [value]
+    return out
 
 
 def structure_section(data: Mapping[str, Any], cls: type, path: str) -> Any:
@@ -409,6 +427,10 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"config file {p}: not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"config file {p}: not valid TOML ({exc})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config file {p}: not UTF-8 text; allowed: a TOML file") from None
+    except IsADirectoryError:
+        raise UserError(f"config file {p}: is a directory; allowed: a TOML file") from None
     except OSError as exc:
         raise UserError(f"config file {p}: cannot be read ({exc.strerror})") from None
 
@@ -620,7 +642,7 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
     how many maps its backend needs) and for the distillation losses (``Task.distill_defaults``),
     and ``raw`` (the user's file, ``--set`` and flags).
     """
-    from onnx_run.plugins import get_component
+    from onnx_run.plugins import components, get_component
 
     raw = dict(raw)
     known = set(SECTIONS) | set(COMPONENT_SECTIONS) | set(METHOD_SECTIONS)
@@ -687,6 +709,9 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
         chosen: dict[str, ComponentChoice] = {}
         task_suggests = task.distill_defaults() if section == "distill" else {}
         for name in names:
+            if name not in getattr(sections[owner], attr) and name not in components(kind):
+                allowed = ["none", "e2e", *sorted(n for n in components(kind) if n != "none")]
+                raise UserError(f"finetune.methods: unknown method {name!r}; allowed: {', '.join(allowed)}")
             comp = get_component(kind, name, key=list_key)
             table = tables.get(name, {})
             if comp.config is not None and isinstance(table, Mapping):

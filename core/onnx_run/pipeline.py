@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -20,8 +21,8 @@ import torch
 from onnx_run.components import HybridModel
 from onnx_run.config import RunConfig, load_toml, resolve
 from onnx_run.errors import UserError
+from onnx_run.files import atomic_write_text, write_json
 from onnx_run.precision import check_precision
-from onnx_run.train.checkpoint import atomic_write_text, write_json
 from onnx_run.train.loop import Output, Recipe, TrainData, Trainee, Training, resolve_device, seed_everything
 
 STAGES: tuple[str, ...] = ("estimate", "teacher", "students", "realise", "fabricate", "compensate", "report")
@@ -81,11 +82,14 @@ class Pipeline:
         #: the teacher ("teacher": (model, info)) and its kernel lookup ("kernel"), built on first
         #: use and shared with every variant of this pipeline
         self._shared: dict[str, Any] = {}
-        from onnx_run.fabrication.device import scale_error_specs
+        from onnx_run.fabrication.device import check_capabilities, scale_error_specs
 
         #: fabricate.errors at fabricate.severity, checked now: a misspelt model or key is one line
         #: before anything trains, not a failure at the fabricate stage
         self.device_errors = scale_error_specs(cfg.fabricate.errors, cfg.fabricate.severity)
+        #: what the optics declares it can do beyond the contract (OpticalFrontend.capabilities)
+        self.optics_capabilities = frozenset(probe.capabilities)
+        check_capabilities(self.device_errors, self.optics_capabilities, cfg.optics.name)
         if teacher_checkpoint and not Path(teacher_checkpoint).is_file():
             raise UserError(f"--teacher-checkpoint {teacher_checkpoint}: file not found")
         if teacher_checkpoint:
@@ -105,27 +109,47 @@ class Pipeline:
     def from_run_dir(cls, run_dir: Path, **kwargs: Any) -> "Pipeline":
         return cls(run_dir_config(run_dir), Path(run_dir), **kwargs)
 
-    def prepare(self) -> None:
-        """Create the run directory and write the resolved config (refuse a different one)."""
-        text = self.cfg.to_toml()
+    def check(self) -> None:
+        """Refuse, writing nothing, a run directory this run cannot use: a file in the way, a
+        different config, an edited config.toml or other versions since the run started."""
+        blocked = next((p for p in (self.run_dir, *self.run_dir.parents) if p.exists() and not p.is_dir()), None)
+        if blocked is not None:
+            _make_folder(self.run_dir)  # says why, in the words every folder option uses
         path = self.run_dir / "config.toml"
+        text = self.cfg.to_toml()
         # compared as resolved today: a directory written before a setting existed still matches
         if path.exists() and path.read_text() != text and run_dir_config(self.run_dir).to_toml() != text:
             raise UserError(
                 f"run directory {self.run_dir} holds a different config; choose another --out/--set run.name, "
                 f"or continue it with --resume {self.run_dir}"
             )
+        started = self.run_dir / "run.json"
+        if started.exists():
+            _check_unchanged(started, self._record())
+
+    def _record(self) -> dict[str, Any]:
+        return {"config": self.cfg.to_dict(), "distributions": _distributions(self.cfg)}
+
+    def prepare(self) -> None:
+        """Create the run directory and write the resolved config (refuse a different one)."""
+        self.check()
         from onnx_run.train.distributed import barrier, is_main
 
+        text = self.cfg.to_toml()
+        path = self.run_dir / "config.toml"
         started = self.run_dir / "run.json"
-        now = {"config": self.cfg.to_dict(), "distributions": _distributions(self.cfg)}
-        if started.exists():
-            _check_unchanged(started, now)
+        now = self._record()
         if is_main():
+            new = [p for p in (self.run_dir, *self.run_dir.parents) if not p.exists()]
             _make_folder(self.run_dir)
-            atomic_write_text(path, text)
-            if not started.exists():  # what made this run: checked again by every --resume
-                write_json(started, now)
+            try:
+                atomic_write_text(path, text)
+                if not started.exists():  # what made this run: checked again by every --resume
+                    write_json(started, now)
+            except OSError:  # a full disk at the first write: no run directory rather than half of one
+                if new:
+                    shutil.rmtree(new[-1], ignore_errors=True)
+                raise
         barrier()
 
     def recorded_stages(self) -> tuple[str, ...] | None:
@@ -448,8 +472,10 @@ class Pipeline:
             if captures is not None:
                 from onnx_run.fabrication.measured import read_captures
 
+                with torch.no_grad():  # the design's own features: intensities, or signed differences?
+                    ideal = model.frontend(self.splits.train.tensors[0][:32].to(self.device))
                 cap = read_captures(captures, n_train=len(self.splits.train), feature_shape=self.feature_shape,
-                                    n_test=len(self.splits.test))
+                                    n_test=len(self.splits.test), intensities=bool((ideal >= 0).all()))
                 idx, feats = cap["indices"], cap["features"]
             else:
                 idx, feats = self.captured(device, "train", seed, fraction=settings.fraction)

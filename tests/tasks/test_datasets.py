@@ -304,7 +304,7 @@ def test_fashion_mnist_class_names_and_torchvision_layout(tmp_path):
 def test_mnist_missing_and_inconsistent_files_name_the_file(tmp_path):
     write_mnist(tmp_path)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
-    with pytest.raises(UserError, match=r"t10k-labels-idx1-ubyte\(\.gz\) not found.*--data-dir"):
+    with pytest.raises(UserError, match=r"t10k-labels-idx1-ubyte\(\.gz\) not found.*task.data_dir"):
         load_classification_dataset("mnist", image_size=(28, 28), channels=1, data_dir=tmp_path)
 
     write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(7, dtype=np.uint8))  # 20 images, 7 labels
@@ -319,7 +319,7 @@ def test_mnist_missing_and_inconsistent_files_name_the_file(tmp_path):
     with pytest.raises(UserError, match="train-images-idx3-ubyte.gz.*not an IDX file"):
         load_classification_dataset("mnist", image_size=(28, 28), channels=1, data_dir=tmp_path)
 
-    with pytest.raises(UserError, match="needs --data-dir"):
+    with pytest.raises(UserError, match="task.data_dir: dataset .* needs their folder"):
         load_classification_dataset("mnist", image_size=(28, 28), channels=1)
     with pytest.raises(UserError, match="nowhere.*does not exist"):
         load_classification_dataset("mnist", image_size=(28, 28), channels=1, data_dir=tmp_path / "nowhere")

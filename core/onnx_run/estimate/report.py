@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from onnx_run.config import RunConfig
-from onnx_run.train.checkpoint import atomic_write_text, write_json
+from onnx_run.files import atomic_write_text, save_figure, write_json
 
 
 def estimate_dir(cfg: RunConfig) -> Path:
@@ -64,5 +64,5 @@ def plot_estimate(path: Path, rows: list[dict[str, Any]]) -> None:
                  f"({rows[0]['n_train']} training images)", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)

@@ -95,6 +95,28 @@ def build_error_models(specs: Sequence[dict[str, Any]], *, key: str = "fabricate
     return [comp.factory(cfg) for _, comp, cfg in _error_model_settings(specs, key)]
 
 
+def check_capabilities(specs: Sequence[dict[str, Any]], capabilities: frozenset[str], optics: str, *,
+                       key: str = "fabricate.errors") -> None:
+    """Refuse, in one line and before anything trains, an error model that calls an optics
+    capability (``requires``) the chosen optics does not declare."""
+    from onnx_run.plugins import components
+
+    def needs(comp: Any, cfg: Any) -> frozenset[str]:
+        try:
+            return frozenset(comp.factory(cfg).requires)
+        except Exception:  # noqa: BLE001 - a model that cannot be built with defaults needs nothing we know of
+            return frozenset()
+
+    for i, (name, comp, cfg) in enumerate(_error_model_settings(specs, key)):
+        missing = needs(comp, cfg) - capabilities
+        if missing:
+            usable = [n for n, c in sorted(components("error_models").items())
+                      if needs(c, c.config() if c.config else None) <= capabilities]
+            raise UserError(f"{key}[{i}]: error model {name!r} needs optics with {', '.join(sorted(missing))}(), "
+                            f"which optics {optics!r} does not offer (it declares: "
+                            f"{', '.join(sorted(capabilities)) or 'nothing'}); allowed for it: {', '.join(usable)}")
+
+
 def scale_error_specs(specs: Sequence[dict[str, Any]], severity: float, *,
                       key: str = "fabricate.errors") -> list[dict[str, Any]]:
     """The tables of a device ``severity`` times as bad (``fabricate.severity``): each model's

@@ -12,7 +12,7 @@ import attrs
 import torch
 from attrs import validators as v
 
-from onnx_run.components import ErrorModel, OpticalFrontend, scaled_settings
+from onnx_run.components import ErrorModel, OpticalFrontend, replace_optics, scaled_settings
 
 
 class _Brightness(torch.nn.Module):
@@ -131,27 +131,11 @@ class KernelErrorConfig:
         return scaled_settings(self, severity, sigma=1)
 
 
-def _replace_optics(frontend, method: str, make):
-    """Apply ``make(optics)`` to the optics under the wrappers earlier error models added (the
-    first module with ``method``) and put the result in its place."""
-    inner = frontend
-    while not hasattr(inner, method) and hasattr(inner, "inner"):
-        inner = inner.inner
-    if not hasattr(inner, method):
-        raise NotImplementedError(f"optics {type(inner).__name__} has no {method}(); use its own error models instead")
-    changed = make(inner)
-    if inner is frontend:
-        return changed
-    parent = frontend
-    while parent.inner is not inner:
-        parent = parent.inner
-    parent.inner = changed
-    return frontend
-
-
 class KernelError(ErrorModel):
+    requires = frozenset({"perturb_kernels"})
+
     def apply_to_frontend(self, frontend, generator):
-        return _replace_optics(frontend, "perturb_kernels", lambda o: o.perturb_kernels(self.config.sigma, generator))
+        return replace_optics(frontend, lambda o: o.perturb_kernels(self.config.sigma, generator))
 
 
 @attrs.define(kw_only=True)
@@ -167,8 +151,10 @@ class PhaseQuantisationConfig:
 
 
 class PhaseQuantisation(ErrorModel):
+    requires = frozenset({"quantise_phase"})
+
     def apply_to_frontend(self, frontend, generator):
-        return _replace_optics(frontend, "quantise_phase", lambda o: o.quantise_phase(self.config.bits))
+        return replace_optics(frontend, lambda o: o.quantise_phase(self.config.bits))
 
 
 def builtin_error_models():

@@ -18,7 +18,7 @@ from torch.utils.data import TensorDataset
 
 from onnx_run.distill.losses import NoDistillation
 from onnx_run.errors import UserError
-from onnx_run.train.checkpoint import write_json
+from onnx_run.files import write_json
 from onnx_run.train.loop import Output, Recipe, TrainData, Trainee, Training, evaluate
 
 FINETUNE_METHODS = ("none", "e2e", "kd", "ntkd")

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from onnx_run.components import Layout, OpticalFrontend
 from onnx_run.errors import UserError
+from onnx_run.files import atomic_write_text, save_array, save_arrays
 
 PSF_SUFFIXES = (".png", ".tif", ".tiff", ".npy")
 
@@ -122,12 +123,12 @@ def write_measured_psfs(psfs: torch.Tensor, directory: Path) -> Path:
             names = []
             for c in range(arr.shape[1]):
                 name = f"k{k}_{part}_c{c}.npy"
-                np.save(directory / name, values[c])
+                save_array(directory / name, values[c])
                 names.append(name)
             entry[part] = names if len(names) > 1 else names[0]
         entries.append(entry)
     path = directory / "manifest.json"
-    path.write_text(json.dumps({"kernels": entries}, indent=1))
+    atomic_write_text(path, json.dumps({"kernels": entries}, indent=1))
     return path
 
 
@@ -139,7 +140,7 @@ def write_captures(path: Path, *, indices: torch.Tensor, features: torch.Tensor,
         arrays["test_features"] = test_features.cpu().numpy()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **arrays)
+    save_arrays(path, **arrays)
     return path
 
 
@@ -283,9 +284,10 @@ def measured_frontend(directory: Path, *, like: OpticalFrontend, calibration: to
 
 
 def read_captures(path: Path, *, n_train: int, feature_shape: tuple[int, ...],
-                  n_test: int | None = None) -> dict[str, torch.Tensor]:
+                  n_test: int | None = None, intensities: bool = False) -> dict[str, torch.Tensor]:
     """Captured feature maps for fine-tuning (see the module docstring for the .npz layout);
-    ``n_test``: the test split's size, which 'test_features' must match."""
+    ``n_test``: the test split's size, which 'test_features' must match; ``intensities``: the
+    design's features are intensities (no signed pairs subtracted), so they cannot be negative."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"--captures {path}: file not found")
@@ -307,6 +309,8 @@ def read_captures(path: Path, *, n_train: int, feature_shape: tuple[int, ...],
         raise UserError(f"--captures {path}: 'features' has shape {tuple(feats.shape)}; expected "
                         f"({idx.size}, {', '.join(map(str, feature_shape))}) to match 'indices' and the design")
     _check_finite(path, "features", feats)
+    if intensities:
+        _check_nonnegative(path, "features", feats)
     out = {"indices": torch.from_numpy(idx.astype(np.int64)), "features": torch.from_numpy(feats.astype(np.float32))}
     if "test_features" in arrays:
         tf = arrays["test_features"]
@@ -315,6 +319,8 @@ def read_captures(path: Path, *, n_train: int, feature_shape: tuple[int, ...],
             raise UserError(f"--captures {path}: 'test_features' has shape {tuple(tf.shape)}; expected "
                             f"({rows}, {', '.join(map(str, feature_shape))}): one capture per test image")
         _check_finite(path, "test_features", tf)
+        if intensities:
+            _check_nonnegative(path, "test_features", tf)
         out["test_features"] = torch.from_numpy(tf.astype(np.float32))
     return out
 
@@ -325,3 +331,14 @@ def _check_finite(path: Path, key: str, values: np.ndarray) -> None:
         bad = int(values.size - np.isfinite(values).sum()) if np.issubdtype(values.dtype, np.number) else values.size
         raise UserError(f"--captures {path}: '{key}' holds {bad} values that are not finite numbers; allowed: "
                         f"finite intensities (check the export that wrote it)")
+
+
+def _check_nonnegative(path: Path, key: str, values: np.ndarray) -> None:
+    """Intensities are >= 0; a background subtraction may leave noise a little below zero
+    (the same 5 % of the peak that measured PSFs are allowed)."""
+    peak = float(np.abs(values).max())
+    low = float(values.min())
+    if low < -0.05 * peak or (peak == 0 and low < 0):
+        raise UserError(f"--captures {path}: '{key}' goes down to {low:.4g}, beyond 5 % of its peak {peak:.4g} below "
+                        f"zero; this design's features are intensities (no signed kernel pairs): allowed: values >= 0 "
+                        f"(noise of a background subtraction within 5 % of the peak)")

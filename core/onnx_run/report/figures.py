@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from onnx_run.files import save_figure  # noqa: E402
+
 METHOD_COLOURS = {"none": "tab:gray", "kd": "tab:orange", "ntkd": "tab:blue", "e2e": "tab:green", "teacher": "k"}
 
 
@@ -60,7 +62,7 @@ def learning_curves(run_dir: Path, path: Path, primary: str, teacher: dict[str, 
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -83,7 +85,7 @@ def confusion_matrix_figure(outputs: torch.Tensor, targets: torch.Tensor, classe
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -123,7 +125,7 @@ def kernels_figure(rows: dict[str, torch.Tensor], path: Path, title: str = "opti
     scale = f"; 1 px = {pitch_um:g} um on the sensor" if pitch_um else ""
     fig.suptitle(f"{title}\n(each row on one colour scale, red > 0 > blue; wavelength channels averaged{scale})",
                  fontsize=9, y=1.04)
-    fig.savefig(path, bbox_inches="tight")
+    save_figure(fig, path, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -143,7 +145,7 @@ def robustness_figure(points: list[dict[str, Any]], path: Path, primary: str, xl
     ax.grid(alpha=0.3)
     ax.legend(title="compensation")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -188,6 +190,6 @@ def comparison_figure(result: dict[str, Any], path: Path) -> Path:
     fig.suptitle(f"{p['optics']} optics, {p['dataset']}: methods tuned on validation with the same budget",
                  fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path

@@ -8,7 +8,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from onnx_run.train.checkpoint import atomic_write_text, write_json
+from onnx_run.files import atomic_write_text, write_json
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

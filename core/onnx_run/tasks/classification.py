@@ -35,7 +35,8 @@ class ClassificationConfig:
 
     dataset: str = attrs.field(default="digits", validator=_dataset_name)
     data_dir: str = ""
-    hidden: list[int] = attrs.field(factory=lambda: [32])
+    hidden: list[int] = attrs.field(factory=lambda: [32], validator=v.deep_iterable(
+        v.and_(v.instance_of(int), v.ge(1), v.le(100_000)), v.instance_of(list)))
     pool: int = attrs.field(default=2, validator=v.ge(1))
     batchnorm: bool = False
     val_fraction: float = attrs.field(default=0.1, validator=[v.gt(0), v.lt(0.5)])

@@ -9,7 +9,7 @@ same samples for the same seed.
 
 Nothing is ever downloaded: ``digits`` ships with scikit-learn, ``shapes-rgb`` is
 generated, and ``mnist``, ``fashion-mnist``, ``cifar10`` and ``folder`` read files the
-user already has in ``--data-dir`` (formats documented in ``docs/datasets.md``).
+user already has in ``task.data_dir`` (formats documented in ``docs/datasets.md``).
 
 This module is the public entry point. Each format lives in its own module of
 :mod:`onnx_run.tasks.formats` and is found through the reader registry
@@ -90,15 +90,15 @@ def _dataset(x: Tensor, y: np.ndarray) -> TensorDataset:
 
 
 def _require_data_dir(name: str, data_dir) -> Path:
-    """The user's --data-dir for a file-based dataset, which must exist."""
+    """The user's task.data_dir for a file-based dataset, which must exist."""
     if data_dir is None:
         raise UserError(
-            f"dataset {name!r} reads files and needs --data-dir (data_dir); "
-            "see docs/datasets.md for the expected files. Without files, use 'digits' or 'shapes-rgb'"
+            f"task.data_dir: dataset {name!r} reads files and needs their folder (--set task.data_dir=FOLDER; "
+            "docs/datasets.md lists the expected files); allowed without files: 'digits' or 'shapes-rgb'"
         )
     path = Path(data_dir).expanduser()
     if not path.is_dir():
-        raise UserError(f"dataset {name!r}: --data-dir {path} does not exist or is not a directory")
+        raise UserError(f"dataset {name!r}: task.data_dir {path} does not exist or is not a folder; allowed: the folder that holds its files")
     return path
 
 

@@ -24,11 +24,12 @@ from torch import nn
 from onnx_run.components import DistillationLoss, DistillContext, GlobalBatch, Logs, RunInfo, Task
 from onnx_run.config import TrainSettings
 from onnx_run.errors import UserError
+from onnx_run.files import atomic_write_text, write_json
 from onnx_run.precision import autocast, check_precision, float32_region, make_grad_scaler, to_float32
 from onnx_run.progress import bar as progress_bar
 from onnx_run.progress import log_line
 from onnx_run.train import distributed as dist
-from onnx_run.train.checkpoint import load_checkpoint, save_checkpoint, write_json
+from onnx_run.train.checkpoint import load_checkpoint, save_checkpoint
 
 
 class TrainingDiverged(UserError):
@@ -354,19 +355,25 @@ class _Loop:
         """Continue from last.pt if one exists (metrics after its epoch are dropped and redone)."""
         model = self.t.trainee.model
         if self.last_path.exists():
-            state = load_checkpoint(self.last_path, map_location=self.device)
-            model.load_state_dict(state["model"])
-            self.opt.load_state_dict(state["optimizer"])
-            self.sched.load_state_dict(state["scheduler"])
-            self.start_epoch = int(state["epoch"]) + 1
-            self.best_metric = float(state["best_metric"])
-            self.elapsed = float(state.get("elapsed_s", 0.0))
-            if self.scaler.is_enabled() and "scaler" in state:
-                self.scaler.load_state_dict(state["scaler"])
-            torch.set_rng_state(state["rng"])
+            try:
+                state = load_checkpoint(self.last_path, map_location=self.device)
+                model.load_state_dict(state["model"])
+                self.opt.load_state_dict(state["optimizer"])
+                self.sched.load_state_dict(state["scheduler"])
+                self.start_epoch = int(state["epoch"]) + 1
+                self.best_metric = float(state["best_metric"])
+                self.elapsed = float(state.get("elapsed_s", 0.0))
+                if self.scaler.is_enabled() and "scaler" in state:
+                    self.scaler.load_state_dict(state["scaler"])
+                torch.set_rng_state(state["rng"])
+            except (UserError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+                why = str(exc).split(": ", 1)[-1].split("; allowed")[0] if isinstance(exc, UserError) else \
+                    f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]}"
+                raise UserError(f"{self.last_path}: this training's last checkpoint cannot be read ({why}); "
+                                f"delete it to redo this training from its start, then --resume") from None
             rows = [r for r in _read_metrics(self.metrics_path) if r.get("epoch", -1) < self.start_epoch]
             if self.main:
-                self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+                atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
         elif self.metrics_path.exists() and self.main:
             self.metrics_path.unlink()  # a previous attempt died before its first checkpoint
         dist.barrier()
@@ -399,10 +406,13 @@ class _Loop:
                                teacher_outputs=None if self.teacher_outputs is None else self.teacher_outputs[idx])
         loss_value = float(loss.detach())  # the step's one wait for the device
         if not dist.all_finite(math.isfinite(loss_value)):
+            kept = (f"{f'epochs 1-{epoch} are' if epoch > 1 else 'epoch 1 is'} kept in {self.last_path}"
+                    if epoch and self.last_path.exists()
+                    else "no epoch of it was finished, nothing kept")
             raise TrainingDiverged(
-                f"{self.t.output.desc}: loss became {loss_value} at epoch {epoch + 1}, step {step + 1}; "
-                f"stopped, last good checkpoint kept in {self.last_path if self.last_path.exists() else self.run_dir}; "
-                f"lower train.lr / train.optics_lr"
+                f"{self.t.output.desc}: the loss became {loss_value} at epoch {epoch + 1}, step {step + 1} "
+                f"(lr {s.lr:g}, optics lr {s.optics_lr:g}); stopped, {kept}; allowed: a lower learning rate, "
+                f"in a new run (e.g. half of it)"
             )
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()  # unscaled unless fp16

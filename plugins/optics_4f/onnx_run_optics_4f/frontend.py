@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from onnx_run.components import Layout, OpticalFrontend
+from onnx_run.files import atomic_write_text, save_array, save_figure
 from onnx_run.physics import (Sensor, bounded, coherent_conv, constrained_phase, incoherent_conv,
                               raw_from_bounded, raw_from_phase, requantised_raw)
 
@@ -45,6 +46,8 @@ def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
 
 class Frontend4f(OpticalFrontend):
     """4f system with a learnable Fourier-plane mask; see the module docstring."""
+
+    capabilities = frozenset({"perturb_kernels", "quantise_phase"})
 
     def __init__(self, config: Optics4fConfig | None = None):
         config = Optics4fConfig() if config is None else config
@@ -335,7 +338,7 @@ class Frontend4f(OpticalFrontend):
             kern = self.kernels().detach().cpu().numpy().astype(np.float32)
         paths = []
         p = out / "mask.npy"
-        np.save(p, mask)
+        save_array(p, mask)
         paths.append(p)
         if self.phase_raw is not None and cfg.phase_bits:
             n = 2**cfg.phase_bits
@@ -343,13 +346,13 @@ class Frontend4f(OpticalFrontend):
             step = self.phase_range / n if periodic else self.phase_range / (n - 1)
             levels = np.mod(np.rint(phase.numpy() / step), n).astype(np.uint16 if n > 256 else np.uint8)
             p = out / "slm_levels.npy"
-            np.save(p, levels)
+            save_array(p, levels)
             paths.append(p)
         p = out / "kernels.npy"
-        np.save(p, kern)
+        save_array(p, kern)
         paths.append(p)
         p = out / "layout.json"
-        p.write_text(json.dumps({"num_kernels": self._layout.num_kernels, "rows": self._layout.rows,
+        atomic_write_text(p, json.dumps({"num_kernels": self._layout.num_kernels, "rows": self._layout.rows,
                                  "cols": self._layout.cols, "kernel_size_px": self._layout.kernel_size_px,
                                  "gain": self.gain, "details": dict(self._layout.details)}, indent=2))
         paths.append(p)
@@ -370,7 +373,7 @@ class Frontend4f(OpticalFrontend):
             ax.set_title(title)
             fig.colorbar(im, ax=ax)
             p = out / name
-            fig.savefig(p, dpi=100)
+            save_figure(fig, p, dpi=100)
             paths.append(p)
         return paths
 

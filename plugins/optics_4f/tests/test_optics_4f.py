@@ -397,12 +397,12 @@ def test_phase_quantisation_error_model_rounds_the_mask_to_its_levels():
 def test_mask_preview_has_y_up_in_millimetres(default_frontend, tmp_path, monkeypatch):
     """The mask preview's axes are physical (mm) with y increasing upwards, and array row i
     (y = (i - N/2) pitch) is drawn at that y."""
-    from matplotlib.figure import Figure
+    import onnx_run_optics_4f.frontend as module
 
     saved = {}
-    original = Figure.savefig
-    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **kw: (saved.__setitem__(Path(path).name, fig),
-                                                                    original(fig, path, **kw)))
+    original = module.save_figure
+    monkeypatch.setattr(module, "save_figure", lambda fig, path, **kw: (saved.__setitem__(Path(path).name, fig),
+                                                                        original(fig, path, **kw)))
     default_frontend.export(tmp_path / "design")
     ax = saved["mask_phase.png"].axes[0]
     bottom, top = ax.get_ylim()

@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from onnx_run.files import atomic_write_text, save_array, save_figure
+
+
 if TYPE_CHECKING:
     from onnx_run_optics_diffractive.frontend import DiffractiveFrontend
 
@@ -45,7 +48,7 @@ def _overview(path: Path, phases: np.ndarray, phase_range: float) -> Path:
         ax.set_title(f"layer {l + 1}", fontsize=9)
         ax.axis("off")
     fig.colorbar(im, ax=list(axes[0]), fraction=0.02, label="phase (rad)")
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -155,17 +158,17 @@ def export_stack(frontend: "DiffractiveFrontend", out_dir) -> list[Path]:
     for l in range(g.num_layers):
         stem = f"layer{l + 1}"
         for name, data in ((f"{stem}_phase_rad.npy", phases[l]), (f"{stem}_height_um.npy", heights[l])):
-            np.save(out / name, data.astype(np.float32))
+            save_array(out / name, data.astype(np.float32))
             files.append(out / name)
         files.append(_png(out / f"{stem}_phase.png", phases[l], "twilight", 0.0, g.phase_range))
         files.append(_png(out / f"{stem}_height.png", heights[l], "viridis", min(0.0, float(heights.min())), h_max))
         if amps is not None:
-            np.save(out / f"{stem}_amplitude.npy", amps[l])
+            save_array(out / f"{stem}_amplitude.npy", amps[l])
             files.append(out / f"{stem}_amplitude.npy")
             files.append(_png(out / f"{stem}_amplitude.png", amps[l], "gray", 0.0, 1.0))
     files.append(_overview(out / "stack_phases.png", phases, g.phase_range))
     summary = stack_summary(frontend)
-    (out / "stack.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "stack.md").write_text(_markdown(summary))
+    atomic_write_text((out / "stack.json"), json.dumps(summary, indent=2) + "\n")
+    atomic_write_text((out / "stack.md"), _markdown(summary))
     files += [out / "stack.json", out / "stack.md"]
     return files

@@ -77,6 +77,8 @@ def _layout(config: DiffractiveConfig, g: Geometry) -> Layout:
 class DiffractiveFrontend(OpticalFrontend):
     """A D2NN-style stack of diffractive layers read out by K sensor regions (see module doc)."""
 
+    capabilities = frozenset({"perturb_kernels", "quantise_phase"})
+
     def __init__(self, config: DiffractiveConfig):
         super().__init__(config)
         g = resolve(config)

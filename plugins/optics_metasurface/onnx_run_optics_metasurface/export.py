@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from onnx_run.errors import UserError
+from onnx_run.files import atomic_path, save_array, save_figure
 
 if TYPE_CHECKING:
     from onnx_run_optics_metasurface.frontend import MetasurfaceFrontend
@@ -58,8 +59,8 @@ def write_gds(widths_nm: np.ndarray, centres_mm: np.ndarray, period_nm: float, p
                    for a, b, cc, d in zip(x0.tolist(), y0.tolist(), x1.tolist(), y1.tolist())])
         top.add(gdstk.Reference(cell, (float(centres_mm[t, 1] * 1000.0), float(centres_mm[t, 0] * 1000.0))))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lib.write_gds(str(path))
+    with atomic_path(path) as tmp:
+        lib.write_gds(str(tmp))
     return path
 
 
@@ -110,7 +111,7 @@ def save_width_previews(widths_nm: np.ndarray, names: list[str], path: Path, *, 
     if im is not None:
         fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="pillar width (nm)")
     fig.suptitle("metasurface width maps (one per PSF tile)", fontsize=10)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -143,7 +144,7 @@ def save_psf_previews(realised: np.ndarray, target: np.ndarray | None, names: li
                                   interpolation="nearest")
             axes[r + 1, j].set_title("target", fontsize=6)
     fig.suptitle(title, fontsize=9)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -159,8 +160,8 @@ def export_frontend(frontend: "MetasurfaceFrontend", out_dir: Path, *, gds_name:
     with torch.no_grad():
         psfs = frontend.psfs().detach().cpu().numpy()
         kernels = frontend.kernels().detach().cpu().numpy()
-    np.save(out_dir / "psfs.npy", psfs)
-    np.save(out_dir / "kernels.npy", kernels)
+    save_array(out_dir / "psfs.npy", psfs)
+    save_array(out_dir / "kernels.npy", kernels)
     files += [out_dir / "psfs.npy", out_dir / "kernels.npy"]
     if frontend.mode != "physical":
         files.append(save_psf_previews(psfs, None, names, out_dir / "psfs.png", "trained PSFs (kernel mode)"))
@@ -169,8 +170,8 @@ def export_frontend(frontend: "MetasurfaceFrontend", out_dir: Path, *, gds_name:
         widths = frontend.design_widths_nm().detach().cpu().numpy()
         target = frontend.target_psfs.detach().cpu().numpy()
         gains = frontend.tile_gain.detach().cpu().numpy()
-    np.save(out_dir / "widths_nm.npy", widths.astype(np.float32))
-    np.save(out_dir / "tile_gain.npy", gains)
+    save_array(out_dir / "widths_nm.npy", widths.astype(np.float32))
+    save_array(out_dir / "tile_gain.npy", gains)
     files += [out_dir / "widths_nm.npy", out_dir / "tile_gain.npy"]
     files.append(save_width_previews(widths, names, out_dir / "widths.png", lo=c.min_width_nm, hi=c.max_width_nm))
     files.append(save_psf_previews(psfs, target if np.abs(target).sum() > 0 else None, names, out_dir / "psfs.png",

@@ -79,6 +79,8 @@ def check_library(config: MetasurfaceConfig, lib: MetaAtomLibrary) -> list[int]:
 class MetasurfaceFrontend(OpticalFrontend):
     """See the module docstring. Built from a :class:`MetasurfaceConfig`."""
 
+    capabilities = frozenset({"perturb_kernels"})
+
     def __init__(self, config: MetasurfaceConfig, *, init_widths: bool = True):
         super().__init__(config)
         self._layout = layout_for(config)
@@ -368,6 +370,8 @@ class MetasurfaceFrontend(OpticalFrontend):
 
 class FixedPSFFrontend(OpticalFrontend):
     """A frontend frozen at given effective PSFs (tiles, C, kh, kw): what ``kernel-error`` makes."""
+
+    capabilities = frozenset({"perturb_kernels"})
 
     def __init__(self, config: MetasurfaceConfig, effective_psfs: torch.Tensor):
         super().__init__(config)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from onnx_run.errors import UserError
+from onnx_run.files import save_arrays
 
 #: libraries shipped with the plugin, by the name ``optics.library`` may give instead of a path:
 #: "rcwa" (default: computed with ``onnx-run metasurface build-library``, meent, 7 Fourier orders)
@@ -162,10 +163,8 @@ class MetaAtomLibrary:
 
     def save(self, path: str | Path) -> Path:
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with p.open("wb") as fh:
-            np.savez(fh, widths_nm=self.widths_nm, wavelengths_nm=self.wavelengths_nm, phase_rad=self.phase_rad,
-                     amplitude=self.amplitude, metadata=np.array(json.dumps(self.metadata, sort_keys=True)))
+        save_arrays(p, widths_nm=self.widths_nm, wavelengths_nm=self.wavelengths_nm, phase_rad=self.phase_rad,
+                    amplitude=self.amplitude, metadata=np.array(json.dumps(self.metadata, sort_keys=True)))
         return p
 
     # -- lookups ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from onnx_run.errors import UserError
+from onnx_run.files import save_figure
 
 from onnx_run_optics_metasurface.library import MetaAtomLibrary
 
@@ -169,6 +170,6 @@ def plot_library(lib: MetaAtomLibrary, path, *, compare: bool = True):
     a2.set_ylim(0, 1.05)
     fig.suptitle(lib.summary(), fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

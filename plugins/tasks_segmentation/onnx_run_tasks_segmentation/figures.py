@@ -8,6 +8,9 @@ from typing import Mapping
 import numpy as np
 import torch
 
+from onnx_run.files import save_figure
+
+
 #: overlay colours (RGB in [0, 1])
 _TRUTH = np.array([0.1, 0.9, 0.2])
 _PRED = np.array([1.0, 0.2, 0.1])
@@ -82,6 +85,6 @@ def save_mask_figure(path: str | Path, images: torch.Tensor, masks_true: torch.T
             ax.set_title(title, fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path

@@ -151,7 +151,7 @@ def read_cifar10_batches(data_dir):
     d = _cifar10_dir(data_dir)
     for name in _CIFAR_FILES:
         if not (d / name).is_file():
-            raise UserError(f"dataset 'cifar10': file {d / name} not found; {_CIFAR_EXPECTED}, in --data-dir")
+            raise UserError(f"dataset 'cifar10': file {d / name} not found; {_CIFAR_EXPECTED}, in task.data_dir")
     train = [_read_cifar10_batch(d / name) for name in _CIFAR_FILES[:5]]
     test_x, test_y = _read_cifar10_batch(d / "test_batch")
     return np.concatenate([b[0] for b in train]), np.concatenate([b[1] for b in train]), test_x, test_y
@@ -180,7 +180,7 @@ def _read(data_dir: Path, **_) -> FormatData:
 READERS: tuple[DatasetReader, ...] = (
     DatasetReader(
         name="cifar10",
-        description="CIFAR-10 32x32 colour images from the python-version batches in --data-dir, 10 classes",
+        description="CIFAR-10 32x32 colour images from the python-version batches in task.data_dir, 10 classes",
         needs_data_dir=True,
         official_test=True,
         read=_read,

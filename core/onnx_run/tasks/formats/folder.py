@@ -71,7 +71,7 @@ def read_image_folder(root, *, exts=IMAGE_EXTENSIONS):
     root = Path(root)
     exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in exts)
     layout = (
-        "expected --data-dir/<class_name>/<image> with one subfolder per class "
+        "expected task.data_dir/<class_name>/<image> with one subfolder per class "
         f"and images ending in {', '.join(exts)}"
     )
     if not root.is_dir():
@@ -114,7 +114,7 @@ def _read(data_dir: Path, *, image_size: tuple[int, int], channels: int, **_) ->
 READERS: tuple[DatasetReader, ...] = (
     DatasetReader(
         name="folder",
-        description="your own images in --data-dir/<class_name>/*.png|jpg|..., one subfolder per class",
+        description="your own images in task.data_dir/<class_name>/*.png|jpg|..., one subfolder per class",
         needs_data_dir=True,
         official_test=False,
         read=_read,

@@ -1,6 +1,6 @@
 """The IDX format of MNIST and Fashion-MNIST (both use the same four file names).
 
-Files are read from ``--data-dir`` as the user has them: raw or gzip-compressed, with the
+Files are read from ``task.data_dir`` as the user has them: raw or gzip-compressed, with the
 official, Kaggle or torchvision names; every header is validated, so a truncated download
 fails with the file's name instead of as a shape error later.
 """
@@ -90,7 +90,7 @@ def _find_idx_file(data_dir: Path, base: str, dataset: str) -> Path:
                     return folder / (name + suffix)
     raise UserError(
         f"dataset {dataset!r}: file {data_dir / base}(.gz) not found; expected the standard MNIST IDX files "
-        f"{', '.join(MNIST_FILES)} (raw or .gz) in --data-dir"
+        f"{', '.join(MNIST_FILES)} (raw or .gz) in task.data_dir"
     )
 
 
@@ -143,14 +143,14 @@ def _read_fashion_mnist(data_dir: Path, **_) -> FormatData:
 READERS: tuple[DatasetReader, ...] = (
     DatasetReader(
         name="mnist",
-        description="MNIST handwritten digits from the standard IDX files in --data-dir, 10 classes",
+        description="MNIST handwritten digits from the standard IDX files in task.data_dir, 10 classes",
         needs_data_dir=True,
         official_test=True,
         read=_read_mnist,
     ),
     DatasetReader(
         name="fashion-mnist",
-        description="Fashion-MNIST clothing images from the standard IDX files in --data-dir, 10 classes",
+        description="Fashion-MNIST clothing images from the standard IDX files in task.data_dir, 10 classes",
         needs_data_dir=True,
         official_test=True,
         read=_read_fashion_mnist,

@@ -42,7 +42,7 @@ class FormatData:
 class ReadFunction(Protocol):
     """``read(data_dir, *, seed, image_size, channels) -> FormatData``.
 
-    ``data_dir`` is the existing ``--data-dir`` folder when the reader ``needs_data_dir``,
+    ``data_dir`` is the existing ``task.data_dir`` folder when the reader ``needs_data_dir``,
     else None. ``seed``, ``image_size`` and ``channels`` (already validated) are for
     formats that generate samples or must resize images of differing sizes.
     """
@@ -68,7 +68,7 @@ class DatasetReader:
 
     ``name``: the dataset name users write (lower case, ``-`` not ``_``);
     ``description``: one line for ``CLASSIFICATION_DATASETS``; ``needs_data_dir``: it reads
-    files from ``--data-dir``; ``official_test``: ``read`` returns the official test set
+    files from ``task.data_dir``; ``official_test``: ``read`` returns the official test set
     (then ``test_fraction`` is ignored); ``read``: see :class:`ReadFunction`.
     """
 
