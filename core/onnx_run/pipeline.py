@@ -78,6 +78,7 @@ class Pipeline:
         self.feature_shape = probe.feature_shape()
         self.splits = self.task.datasets(image_size=self.input_size, channels=self.channels, seed=cfg.run.seed)
         self.num_outputs = self.task.num_outputs(self.splits)
+        self.task.build_backend(self.feature_shape, self.num_outputs)  # optics and task agree, before any work
         self.dataset = getattr(cfg.task.config, "dataset", cfg.task.name)
         #: the teacher ("teacher": (model, info)) and its kernel lookup ("kernel"), built on first
         #: use and shared with every variant of this pipeline
