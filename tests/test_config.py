@@ -8,6 +8,7 @@ import attrs
 import pytest
 from click.testing import CliRunner
 
+import onnx_run
 from onnx_run.cli import cli
 from onnx_run.config import load_config, parse_value
 from onnx_run.errors import UserError
@@ -88,14 +89,65 @@ def test_pipeline_bad_set_writes_nothing(tmp_path, tiny_optics):
 
 
 def test_task_suggestions_sit_between_defaults_and_the_user(tiny_optics, monkeypatch):
-    from onnx_run.tasks.classification import ClassificationTask
+    from onnx_run.tasks.settings import ClassificationConfig
 
     assert load_config(None, [], {"optics": "tiny"}).train.lr == 0.01  # the classification task's
     assert load_config(None, ["train.lr=0.003"], {"optics": "tiny"}).train.lr == 0.003
     assert load_config(None, [], {"optics": "tiny", "task": "segmentation"}).train.lr == 0.002
-    monkeypatch.setattr(ClassificationTask, "core_defaults", lambda self: {"train": {"lr_typo": 1.0}})
+    monkeypatch.setattr(ClassificationConfig, "core_defaults", lambda self: {"train": {"lr_typo": 1.0}})
     with pytest.raises(UserError, match=r"task 'classification': core_defaults\(\) sets train.lr_typo"):
         load_config(None, [], {"optics": "tiny"})
+
+
+def test_a_task_that_keeps_its_suggestions_on_itself_is_built_to_ask(tiny_optics):
+    """A third-party task whose config declares no ``task_kind`` gives its suggestions from the
+    task object (the contract before they moved to the config): resolving builds it to ask."""
+    from onnx_run.components import Task
+    from onnx_run.plugins import register_plugin
+
+    built = []
+
+    @attrs.define
+    class OldConfig:
+        dataset: str = "digits"
+
+    class OldTask(Task):
+        default_teacher = "resnet"
+
+        def __init__(self, config):
+            super().__init__(config)
+            built.append(config)
+
+        def core_defaults(self):
+            return {"train": {"lr": 0.005}}
+
+        def optics_defaults(self):
+            return {"num_kernels": 2}
+
+    class Plugin:
+        @onnx_run.hookimpl
+        def register_tasks(self, register):
+            register("old", OldTask, config=OldConfig)
+
+    register_plugin(Plugin(), name="old-task")
+    cfg = load_config(None, [], {"optics": "tiny", "task": "old"})
+    assert built and cfg.train.lr == 0.005 and cfg.optics.config.num_kernels == 2 and cfg.teacher.name == "resnet"
+
+
+def test_reading_a_config_imports_no_torch():
+    """``config show`` (and ``plugins``, ``--help``) import no component's heavy module: the
+    registrations name them as text, the configs and the tasks' suggestions are torch-free."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from onnx_run.config import load_config; "
+            "[load_config(None, [], {'optics': o, 'task': t}) for o, t in "
+            "[('4f', 'classification'), ('metasurface', 'classification'), ('diffractive', 'all-optical'), "
+            "('4f', 'segmentation')]]; "
+            "from onnx_run.plugins import plugin_listing; plugin_listing(include_builtins=True); "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_an_optics_recipe_sees_the_chosen_optics_settings(tiny_optics, monkeypatch):

@@ -143,3 +143,12 @@ def test_beta_schedules_follow_their_closed_forms():
         values[progress] = (float(loss.detach()), float(logs["task_loss"]), float(logs["ntk_loss"]))
     for progress, (loss, task_loss, ntk_loss) in values.items():
         assert loss == pytest.approx(task_loss + 2.0 * (1 - progress) * ntk_loss, rel=1e-9)
+
+
+def test_the_settings_name_the_estimators_and_discrepancies_that_exist():
+    """distill.settings repeats the names so that reading a config imports no torch; they
+    must stay those onnx_run.ntk implements."""
+    from onnx_run.distill import settings
+    from onnx_run.ntk import DISCREPANCIES, NTK_METHODS
+
+    assert settings.NTK_METHODS == NTK_METHODS and settings.DISCREPANCIES == DISCREPANCIES

@@ -115,23 +115,37 @@ class TeacherSpec:
 
 
 class Task:
-    """A learning task: data, backend, loss, metrics and the NTK output reduction."""
+    """A learning task: data, backend, loss, metrics and the NTK output reduction.
+
+    Its suggestions for the other sections (:meth:`optics_defaults`, :meth:`core_defaults`,
+    :meth:`distill_defaults`, the default teacher) may live on its config class, which then
+    declares ``task_kind`` (a ``ClassVar``): resolving a run (``onnx-run config show``) then reads
+    them from the config and never builds the task, nor imports its module. The methods here
+    read them from there; a task may override them instead (then the task is built to ask).
+    """
 
     kind: str = "classification"
     #: the metric reported in results tables, higher is better
     primary_metric: str = "accuracy"
-    #: teacher used when the config does not name one
+    #: teacher used when the config does not name one (or its config's ``default_teacher()``)
     default_teacher: str = "lenet"
 
     def __init__(self, config: Any):
         self.config = config
+        teacher = getattr(config, "default_teacher", None)
+        if callable(teacher):
+            self.default_teacher = teacher()
+
+    def _from_config(self, name: str) -> dict[str, Any]:
+        hook = getattr(self.config, name, None)
+        return dict(hook()) if callable(hook) else {}
 
     def optics_defaults(self) -> dict[str, Any]:
         """Optics settings this task suggests (e.g. ``input_size_px``, ``num_kernels``).
 
         Applied to the chosen optics config only for keys it has and the user did not set.
         """
-        return {}
+        return self._from_config("optics_defaults")
 
     def core_defaults(self) -> dict[str, dict[str, Any]]:
         """Settings of the core's sections this task suggests, ``{section: {key: value}}``
@@ -139,7 +153,7 @@ class Task:
 
         They sit above the built-in defaults and below a run preset and the user's settings.
         """
-        return {}
+        return self._from_config("core_defaults")
 
     def distill_defaults(self) -> dict[str, dict[str, Any]]:
         """Settings this task suggests for distillation losses, ``{loss name: {key: value}}``
@@ -147,7 +161,7 @@ class Task:
 
         Applied like :meth:`optics_defaults`: only keys the loss's config has and the user did not set.
         """
-        return {}
+        return self._from_config("distill_defaults")
 
     def datasets(self, *, image_size: tuple[int, int], channels: int, seed: int) -> Any:
         """Train/val/test splits (objects with ``train``, ``val``, ``test`` TensorDatasets)."""

@@ -450,11 +450,17 @@ def merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 
 @attrs.define
 class ComponentChoice:
-    """A chosen component: its registered name and its structured config."""
+    """A chosen component: its registered name and its structured config. ``component`` is the
+    registered :class:`~onnx_run.plugins.Component`; its factory is imported when first built
+    (``config show`` imports no component's heavy module)."""
 
     name: str
     config: Any
-    factory: Any = attrs.field(repr=False, default=None)
+    component: Any = attrs.field(repr=False, default=None)
+
+    @property
+    def factory(self) -> Any:
+        return self.component.factory
 
     def build(self, *args: Any) -> Any:
         return self.factory(self.config, *args)
@@ -631,6 +637,44 @@ def _optics_core_defaults(optics: ComponentChoice, task_kind: str) -> dict[str, 
     return {k: dict(v) for k, v in suggested.items()}
 
 
+@attrs.frozen
+class _ConfigSuggestions:
+    """A task's suggestions read from its config (which declares ``task_kind``): what resolving
+    a run asks of the task, without building it or importing its module."""
+
+    config: Any
+
+    @property
+    def kind(self) -> str:
+        return type(self.config).task_kind
+
+    @property
+    def default_teacher(self) -> str | None:
+        hook = getattr(self.config, "default_teacher", None)
+        return hook() if callable(hook) else None
+
+    def _ask(self, name: str) -> dict[str, Any]:
+        hook = getattr(self.config, name, None)
+        return dict(hook()) if callable(hook) else {}
+
+    def optics_defaults(self) -> dict[str, Any]:
+        return self._ask("optics_defaults")
+
+    def core_defaults(self) -> dict[str, dict[str, Any]]:
+        return self._ask("core_defaults")
+
+    def distill_defaults(self) -> dict[str, dict[str, Any]]:
+        return self._ask("distill_defaults")
+
+
+def _task_suggestions(choice: ComponentChoice) -> Any:
+    """The task's suggestions: from its config where the config declares ``task_kind``, else
+    from the task itself, built for the purpose."""
+    if choice.config is not None and isinstance(getattr(type(choice.config), "task_kind", None), str):
+        return _ConfigSuggestions(choice.config)
+    return choice.build()
+
+
 def resolve(raw: Mapping[str, Any]) -> RunConfig:
     """Structure a raw config tree (TOML + overrides) into a :class:`RunConfig`.
 
@@ -677,11 +721,11 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
             cfg = None
         else:
             cfg = structure_section(table, comp.config, section)
-        comps[section] = ComponentChoice(name, cfg, comp.factory)
+        comps[section] = ComponentChoice(name, cfg, comp)
 
     # the task first: its suggestions for the core sections and the preset's values depend on it
     component("task", *COMPONENT_SECTIONS["task"])
-    task = comps["task"].factory(comps["task"].config)
+    task = _task_suggestions(comps["task"])
     # then the optics, settled once: their recipe for the core sections reads those settings
     component("optics", *COMPONENT_SECTIONS["optics"])
     core = merge(_task_core_defaults(task, comps["task"].name),
@@ -719,7 +763,7 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
             table = _under(preset.component(comp, f"{section}.{name}", table if isinstance(table, Mapping) else {}),
                            table)
             cfg = structure_section(table, comp.config, f"{section}.{name}") if comp.config else None
-            chosen[name] = ComponentChoice(name, cfg, comp.factory)
+            chosen[name] = ComponentChoice(name, cfg, comp)
         methods[section] = chosen
     preset.check()
     return RunConfig(sections, comps, methods, notes=preset.notes)

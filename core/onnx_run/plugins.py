@@ -49,18 +49,55 @@ class PluginError(UserError):
     """A plugin broke the contract (misspelt hook, duplicate component name)."""
 
 
-@attrs.frozen
+def _resolve(ref: Any, what: str) -> Any:
+    """A factory or config given as ``"module:attribute"`` text, imported now; anything else as is."""
+    if not isinstance(ref, str):
+        return ref
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise PluginError(f"{what}: {ref!r} is not 'module:attribute'")
+    try:
+        obj = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise PluginError(f"{what}: cannot import {ref!r} ({type(exc).__name__}: {exc})") from None
+    return obj
+
+
+@attrs.define(eq=False)
 class Component:
-    """One registered component and where it came from."""
+    """One registered component and where it came from.
+
+    ``factory`` and ``config`` may be registered as ``"module:attribute"`` text: they are
+    imported the first time they are used, so listing the components (``onnx-run plugins``,
+    ``--help``) imports no plugin's heavy modules (torch among them)."""
 
     kind: str
     name: str
-    factory: Callable[..., Any]
-    config: type | None
+    factory_ref: Any
+    config_ref: Any
     description: str
     plugin: str
     distribution: str
     version: str
+    _resolved: dict[str, Any] = attrs.field(factory=dict, repr=False)
+
+    @property
+    def factory(self) -> Callable[..., Any]:
+        if "factory" not in self._resolved:
+            self._resolved["factory"] = _resolve(self.factory_ref, f"plugin {self.plugin!r}, {self.kind} {self.name!r}")
+        return self._resolved["factory"]
+
+    @property
+    def config(self) -> type | None:
+        if "config" not in self._resolved:
+            config = _resolve(self.config_ref, f"plugin {self.plugin!r}, {self.kind} {self.name!r} config")
+            if config is not None and not attrs.has(config):
+                raise PluginError(f"plugin {self.plugin!r}: config for {self.kind} {self.name!r} must be an "
+                                  f"attrs class, got {config!r}")
+            self._resolved["config"] = config
+        return self._resolved["config"]
 
 
 @attrs.frozen
@@ -149,16 +186,19 @@ def get_plugin_manager() -> pluggy.PluginManager:
 
 def reset_plugin_manager() -> None:
     """Forget the loaded plugins (tests and environment changes)."""
-    global _pm
+    global _pm, _registry_cache
     _pm = None
+    _registry_cache = None
     _builtin_names.clear()
     _skipped.clear()
 
 
 def register_plugin(plugin: Any, name: str) -> None:
     """Register an in-process plugin object or module (tests, notebooks), validating its hooks."""
+    global _registry_cache
     pm = get_plugin_manager()
     pm.register(plugin, name=name)
+    _registry_cache = None  # an object's id may be one a freed plugin had: never trust the old key
     _check_plugin(pm, name)
     try:
         registry()
@@ -171,7 +211,9 @@ def register_plugin(plugin: Any, name: str) -> None:
 
 
 def unregister_plugin(name: str) -> None:
+    global _registry_cache
     get_plugin_manager().unregister(name=name)
+    _registry_cache = None
 
 
 def failed_plugins() -> list[FailedPlugin]:
@@ -235,12 +277,12 @@ def _components_of(pm: pluggy.PluginManager, plugin_name: str, plugin: Any, dist
             if fn is None or pm.parse_hookimpl_opts(plugin, hook) is None:
                 continue
 
-            def register(name: str, factory: Callable[..., Any], config: type | None = None,
+            def register(name: str, factory: Callable[..., Any] | str, config: type | str | None = None,
                          description: str = "", *, _kind: str = kind, _plugin: str = plugin_name,
                          _dist: str = dist, _version: str = version) -> None:
                 if not isinstance(name, str) or not name:
                     raise PluginError(f"plugin {_plugin!r} registered a {_kind} component without a name")
-                if config is not None and not attrs.has(config):
+                if config is not None and not isinstance(config, str) and not attrs.has(config):
                     raise PluginError(
                         f"plugin {_plugin!r}: config for {_kind} {name!r} must be an attrs class, got {config!r}"
                     )

@@ -8,9 +8,12 @@ except that the last one needs no trailing gap. The grid is kept symmetric by ce
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-from onnx_run.components import Layout
 from onnx_run.errors import UserError
+
+if TYPE_CHECKING:
+    from onnx_run.components import Layout
 
 
 def grid_counts(height: float, width: float, kernel: float, spacing: float) -> tuple[int, int]:
@@ -28,6 +31,8 @@ def smallest_size_for_one(kernel: float) -> float:
 def grid_layout(height_mm: float, width_mm: float, kernel_mm: float, spacing_mm: float, *,
                 kernel_size_px: int, max_kernels: int | None = None, what: str = "aperture") -> Layout:
     """Kernel grid on an aperture; a size that fits no kernel is a one-line error naming the minimum."""
+    from onnx_run.components import Layout  # here: the grid counts import no torch (config show)
+
     if kernel_mm <= 0 or spacing_mm < 0:
         raise UserError(f"{what}: kernel side must be > 0 and spacing >= 0 (got {kernel_mm} mm, {spacing_mm} mm)")
     rows, cols = grid_counts(height_mm, width_mm, kernel_mm, spacing_mm)

@@ -155,15 +155,3 @@ class PhaseQuantisation(ErrorModel):
 
     def apply_to_frontend(self, frontend, generator):
         return replace_optics(frontend, lambda o: o.quantise_phase(self.config.bits))
-
-
-def builtin_error_models():
-    return [
-        ("brightness", BrightnessError, BrightnessConfig, "device throughput scale a ~ N(1, sigma)"),
-        ("misalignment", Misalignment, MisalignmentConfig,
-         "sensor shift ~ N(0, shift_px) and rotation ~ N(0, rotation_deg) per device"),
-        ("kernel-error", KernelError, KernelErrorConfig, "PSF values scaled by 1 + sigma N(0,1) per device"),
-        ("sensor-noise", SensorNoise, SensorNoiseConfig, "shot (Poisson, Gaussian approx.) + read noise per capture"),
-        ("phase-quantisation", PhaseQuantisation, PhaseQuantisationConfig,
-         "designed phase rounded to 2**bits levels (optics with quantise_phase: 4f, diffractive)"),
-    ]

@@ -6,28 +6,12 @@ They see the raw images (B, C, H, W) the optics see and are sized for small inpu
 
 from __future__ import annotations
 
-import attrs
 import torch
 import torch.nn.functional as F
-from attrs import validators as v
 from torch import nn
 
 from onnx_run.components import TeacherSpec
-
-
-@attrs.define(kw_only=True)
-class LeNetConfig:
-    """LeNet-5 widths."""
-
-    conv1: int = attrs.field(default=6, validator=v.ge(1))
-    conv2: int = attrs.field(default=16, validator=v.ge(1))
-    fc1: int = attrs.field(default=120, validator=v.ge(1))
-    fc2: int = attrs.field(default=84, validator=v.ge(1))
-
-    @classmethod
-    def run_presets(cls, settings):
-        """``paper``: the defaults already are LeNet-5's."""
-        return {"paper": {}}
+from onnx_run.tasks.settings import AlexNetConfig, LeNetConfig, ResNetConfig
 
 
 class LeNet(nn.Module):
@@ -45,26 +29,6 @@ class LeNet(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x))
-
-
-@attrs.define(kw_only=True)
-class AlexNetConfig:
-    """An AlexNet-style stack scaled to small images: five convs, three FC layers."""
-
-    width: int = attrs.field(default=32, validator=v.ge(4))
-    fc: int = attrs.field(default=256, validator=v.ge(8))
-    dropout: float = attrs.field(default=0.3, validator=[v.ge(0), v.lt(1)])
-    #: "kaiming": He-normal weights (fan-in, ReLU gain), zero biases; "torch": PyTorch's
-    #: default, whose weights are 1/sqrt(3) of He's: eight ReLU layers deep the signal starts
-    #: ~80x too small, and on shapes-rgb 2 of 3 seeds stayed at chance (14.7 / 13.0 / 92.5 %
-    #: test; He: 98.8 / 99.5 / 98.8 %)
-    init: str = attrs.field(default="kaiming", validator=v.in_(("kaiming", "torch")))
-
-    @classmethod
-    def run_presets(cls, settings):
-        """``paper``: a full-width CIFAR AlexNet (convs 64/128/256/256/128, FC 1024, dropout 0.5;
-        4.4 M parameters at 32 px) for the paper's 85 % teacher instead of the CPU-sized default."""
-        return {"paper": {"width": 64, "fc": 1024, "dropout": 0.5}}
 
 
 class AlexNetSmall(nn.Module):
@@ -92,14 +56,6 @@ class AlexNetSmall(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x))
-
-
-@attrs.define(kw_only=True)
-class ResNetConfig:
-    """A CIFAR-style ResNet: 3 stages of ``blocks`` basic blocks (ResNet-(6n+2))."""
-
-    width: int = attrs.field(default=16, validator=v.ge(4))
-    blocks: int = attrs.field(default=1, validator=[v.ge(1), v.le(9)])
 
 
 class _Block(nn.Module):

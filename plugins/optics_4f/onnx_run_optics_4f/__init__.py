@@ -1,7 +1,18 @@
 """onnx-run plugin: 4f Fourier-plane optics (SLM/DOE mask)."""
 
-from onnx_run_optics_4f.config import Optics4fConfig
-from onnx_run_optics_4f.frontend import Frontend4f
-from onnx_run_optics_4f.geometry import layout_for
+#: public name -> the module that defines it
+_PUBLIC = {
+    "Frontend4f": "onnx_run_optics_4f.frontend",
+    "Optics4fConfig": "onnx_run_optics_4f.config",
+    "layout_for": "onnx_run_optics_4f.geometry",
+}
 
-__all__ = ["Frontend4f", "Optics4fConfig", "layout_for"]
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):  # the public API, imported on first use: importing the package stays light
+    import importlib
+
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

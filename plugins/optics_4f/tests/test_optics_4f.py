@@ -50,7 +50,12 @@ def test_plugin_registers_4f_with_its_config():
 
     plugin_module.register_optics(register=register)
     factory, config, description = got["4f"]
-    assert factory is Frontend4f and config is Optics4fConfig and description
+    assert factory == "onnx_run_optics_4f.frontend:Frontend4f" and description  # imported on first use
+    assert config == "onnx_run_optics_4f.config:Optics4fConfig"
+    from onnx_run.plugins import registry
+
+    comp = registry()["optics"]["4f"]
+    assert comp.factory is Frontend4f and comp.config is Optics4fConfig
     eps = [ep for ep in importlib.metadata.entry_points(group="onnx_run") if ep.name == "4f"]
     assert eps and eps[0].load() is plugin_module
 

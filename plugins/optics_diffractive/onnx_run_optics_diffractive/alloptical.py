@@ -9,45 +9,12 @@ task rather than an optics option because in the core the task builds the backen
 
 from __future__ import annotations
 
-from typing import Any
-
-import attrs
 import torch
-from attrs import validators as v
 from torch import nn
 
 from onnx_run.errors import UserError
 from onnx_run.tasks.classification import ClassificationTask
-from onnx_run.tasks.datasets import CLASSIFICATION_DATASETS, SHAPES_RGB_CLASSES
-
-#: classes of the datasets whose class count is known before loading them
-KNOWN_CLASSES = {"digits": 10, "mnist": 10, "fashion-mnist": 10, "cifar10": 10,
-                 "shapes-rgb": len(SHAPES_RGB_CLASSES)}
-
-
-def _dataset(_inst: Any, attribute: attrs.Attribute, value: str) -> None:
-    if value not in CLASSIFICATION_DATASETS:
-        raise ValueError(f"'{attribute.name}' must be one of {', '.join(CLASSIFICATION_DATASETS)} (got {value!r})")
-
-
-@attrs.define(kw_only=True)
-class AllOpticalConfig:
-    """Dataset settings as in ``classification``; ``temperature``: logits = temperature *
-    gain_k * P_k / sum_j P_j (softmax cross-entropy on normalised detector signals);
-    ``learn_gains``: whether the per-detector gains train (False: a fixed identity readout)."""
-
-    dataset: str = attrs.field(default="digits", validator=_dataset)
-    data_dir: str = ""
-    val_fraction: float = attrs.field(default=0.1, validator=[v.gt(0), v.lt(0.5)])
-    test_fraction: float = attrs.field(default=0.2, validator=[v.gt(0), v.lt(0.5)])
-    temperature: float = attrs.field(default=10.0, validator=v.gt(0))
-    learn_gains: bool = True
-
-    @classmethod
-    def run_presets(cls, settings: Any) -> dict[str, dict[str, Any]]:
-        """``paper``: nothing of its own (no digital backend; the stack's size is the optics')."""
-        return {"paper": {}}
-
+from onnx_run_optics_diffractive.alloptical_settings import AllOpticalConfig  # noqa: F401 - the task's config
 
 class DetectorBackend(nn.Module):
     """(B, K, h, w) region maps -> (B, K) class logits: total power per region, normalised."""
@@ -65,12 +32,6 @@ class DetectorBackend(nn.Module):
 
 class AllOpticalTask(ClassificationTask):
     """Classification read by one optical detector per class (see module docstring)."""
-
-    def optics_defaults(self) -> dict[str, Any]:
-        out = dict(super().optics_defaults())
-        if self.config.dataset in KNOWN_CLASSES:
-            out["num_kernels"] = KNOWN_CLASSES[self.config.dataset]
-        return out
 
     def build_backend(self, feature_shape, num_outputs):
         k = feature_shape[0]

@@ -146,17 +146,3 @@ class HeightError(ErrorModel):
             return stack.perturbed(height_error_m=(local + scale * h).float())
 
         return _on_stack(frontend, "diffractive-height", fn)
-
-
-def error_models():
-    """(name, factory, config, description) of this plugin's error models."""
-    return [
-        ("diffractive-misalignment", LayerMisalignment, LayerMisalignmentConfig,
-         "diffractive layers shifted ~ N(0, shift) per axis and rotated ~ N(0, rotation_deg), per layer"),
-        ("diffractive-axial", AxialError, AxialErrorConfig,
-         "diffractive gaps d (1 + sigma_fraction N) + sigma_um N, per gap"),
-        ("diffractive-tilt", TiltError, TiltConfig,
-         "diffractive layers tilted ~ N(0, sigma_deg) about x and y (staircase model), per layer"),
-        ("diffractive-height", HeightError, HeightErrorConfig,
-         "diffractive relief height noise per neuron + a scale error per layer"),
-    ]

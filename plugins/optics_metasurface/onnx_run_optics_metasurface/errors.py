@@ -161,17 +161,3 @@ class WavelengthShift(ErrorModel):
             dev.wavelength_shift_nm = tuple(s + float(x) for s, x in zip(dev.wavelength_shift_nm, d))
 
         return _apply(frontend, "metasurface-wavelength", change)
-
-
-ERROR_MODELS = [
-    ("metasurface-width", PillarWidthError, PillarWidthErrorConfig,
-     "pillar widths + global and local N(0, sigma) nm per device (etch bias, roughness)"),
-    ("metasurface-min-feature", MinFeatureClip, MinFeatureConfig,
-     "widths clipped to the process's minimum feature and gap"),
-    ("metasurface-distance", DistanceError, DistanceErrorConfig,
-     "metasurface-to-sensor distance + N(0, sigma_um) per device"),
-    ("metasurface-shift", LateralShift, LateralShiftConfig,
-     "sensor lateral shift N(0, sigma_um) per axis and device, PSFs recomputed exactly"),
-    ("metasurface-wavelength", WavelengthShift, WavelengthShiftConfig,
-     "illumination wavelength + N(0, sigma_nm) per channel and device"),
-]

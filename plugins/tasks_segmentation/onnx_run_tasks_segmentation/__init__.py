@@ -4,12 +4,26 @@ Public API: :class:`SegmentationTask`, :class:`SegmentationConfig`, :func:`save_
 :func:`threshold_baseline`, :class:`UNet`, :class:`UpConvDecoder`.
 """
 
-from onnx_run_tasks_segmentation.backends import UpConvDecoder
-from onnx_run_tasks_segmentation.config import PRESETS, SEGMENTATION_DATASETS, SegmentationConfig
-from onnx_run_tasks_segmentation.figures import save_mask_figure
-from onnx_run_tasks_segmentation.metrics import segmentation_scores, threshold_baseline
-from onnx_run_tasks_segmentation.task import SegmentationTask
-from onnx_run_tasks_segmentation.teachers import UNet, UNetConfig
+#: public name -> the module that defines it
+_PUBLIC = {
+    "PRESETS": "onnx_run_tasks_segmentation.config",
+    "SEGMENTATION_DATASETS": "onnx_run_tasks_segmentation.config",
+    "SegmentationConfig": "onnx_run_tasks_segmentation.config",
+    "UNetConfig": "onnx_run_tasks_segmentation.config",
+    "SegmentationTask": "onnx_run_tasks_segmentation.task",
+    "UNet": "onnx_run_tasks_segmentation.teachers",
+    "UpConvDecoder": "onnx_run_tasks_segmentation.backends",
+    "save_mask_figure": "onnx_run_tasks_segmentation.figures",
+    "segmentation_scores": "onnx_run_tasks_segmentation.metrics",
+    "threshold_baseline": "onnx_run_tasks_segmentation.metrics",
+}
 
-__all__ = ["PRESETS", "SEGMENTATION_DATASETS", "SegmentationConfig", "SegmentationTask", "UNet", "UNetConfig",
-           "UpConvDecoder", "save_mask_figure", "segmentation_scores", "threshold_baseline"]
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):  # the public API, imported on first use: importing the package stays light
+    import importlib
+
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -40,7 +40,6 @@ class SegmentationTask(Task):
 
     kind = "segmentation"
     primary_metric = "miou"
-    default_teacher = "unet"
 
     def __init__(self, config: SegmentationConfig | None = None):
         super().__init__(config if config is not None else SegmentationConfig())
@@ -54,23 +53,6 @@ class SegmentationTask(Task):
         if self._image_size is not None:
             return self._image_size
         return (self.config.image_size_px, self.config.image_size_px)
-
-    def optics_defaults(self) -> dict[str, Any]:
-        c = self.config
-        return {"input_size_px": c.image_size_px, "num_kernels": c.resolved("num_kernels"),
-                "kernel_size": c.kernel_size, "channels": c.channels}
-
-    def distill_defaults(self) -> dict[str, dict[str, Any]]:
-        """NTKD kernels on 16 samples of each batch: a decoder's exact kernel costs P backward
-        passes per sample (P = ntk_projection_dim), ~70 s an epoch on 2 cores over whole batches
-        of 64 vs ~10 s on 16 (measured), and the teacher kernel is cached for any subset. Beta
-        0.3, constant: the settings docs/segmentation.md measured (the classification default,
-        beta 1 with a cosine decay, was chosen on classification only). KD keeps T = 2 on the
-        teacher's own targets, as measured there: the classification default (T = 1, out-of-fold
-        targets of 2 fold teachers) was chosen on classification only, and would train two more
-        U-Nets."""
-        return {"ntkd": {"max_samples": 16, "beta": 0.3, "beta_schedule": "constant"},
-                "kd": {"temperature": 2.0, "folds": 0}}
 
     def datasets(self, *, image_size: tuple[int, int], channels: int, seed: int) -> Any:
         from onnx_run_tasks_segmentation.datasets import load_segmentation_dataset

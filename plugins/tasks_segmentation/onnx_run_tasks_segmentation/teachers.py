@@ -8,39 +8,13 @@ skip's size, so any input size works and the logits always come out at the input
 
 from __future__ import annotations
 
-import attrs
 import torch
 import torch.nn.functional as F
-from attrs import validators as v
 from torch import nn
 
 from onnx_run.components import TeacherSpec
 from onnx_run.errors import UserError
-
-
-def _widths(instance, attribute, value) -> None:
-    if not value or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in value):
-        raise ValueError(f"'{attribute.name}' must be a non-empty list of positive channel counts, got {value!r}")
-    if len(value) > 6:
-        raise ValueError(f"'{attribute.name}' must have at most 6 levels, got {len(value)}")
-
-
-@attrs.define(kw_only=True)
-class UNetConfig:
-    """U-Net channel widths per level (``widths[i]`` at 1/2^i of the input size).
-
-    ``batchnorm``: BatchNorm after each conv (faster training; it is in eval mode whenever the
-    teacher's NTK is taken, so samples stay independent).
-    """
-
-    widths: list[int] = attrs.field(factory=lambda: [16, 32, 64], validator=_widths)
-    batchnorm: bool = True
-
-    @classmethod
-    def run_presets(cls, settings):
-        """``paper``: a full-width U-Net (64/128/256/512 channels, as Ronneberger et al.'s first
-        four levels) for the paper's 95 % mIoU teacher instead of the CPU-sized default."""
-        return {"paper": {"widths": [64, 128, 256, 512]}}
+from onnx_run_tasks_segmentation.config import UNetConfig
 
 
 def conv_block(cin: int, cout: int, batchnorm: bool) -> nn.Sequential:

@@ -6,7 +6,6 @@ The one real dataset that needs no files, so every feature can be tried out of t
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from onnx_run.tasks.formats.reader import DatasetReader, FormatData
 
@@ -14,6 +13,7 @@ __all__ = ["READERS"]
 
 
 def _read(data_dir: None, **_) -> FormatData:
+    import torch  # here, not above: listing the dataset names imports no torch
     from sklearn.datasets import load_digits
 
     digits = load_digits()

@@ -10,11 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from onnx_run.errors import UserError
 from onnx_run.tasks.formats.reader import DatasetReader, FormatData
-from onnx_run.tasks.intensity import to_intensity
 
 __all__ = ["IMAGE_EXTENSIONS", "READERS", "read_image_folder"]
 
@@ -98,6 +96,10 @@ def read_image_folder(root, *, exts=IMAGE_EXTENSIONS):
 
 
 def _read(data_dir: Path, *, image_size: tuple[int, int], channels: int, **_) -> FormatData:
+    import torch  # here, not above: listing the dataset names imports no torch
+
+    from onnx_run.tasks.intensity import to_intensity
+
     arrays, labels, classes = read_image_folder(data_dir)
     if len(classes) < 2:
         raise UserError(

@@ -9,7 +9,6 @@ wavelength channel of polychromatic optics carries signal.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from onnx_run.tasks.formats.reader import DatasetReader, FormatData
 
@@ -114,6 +113,8 @@ def _generate_shapes_rgb(n: int, seed: int, image_size: tuple[int, int]) -> tupl
 
 
 def _read(data_dir: None, *, seed: int, image_size: tuple[int, int], **_) -> FormatData:
+    import torch  # here, not above: listing the dataset names imports no torch
+
     arr, labels = _generate_shapes_rgb(SHAPES_RGB_COUNT, seed, image_size)
     return FormatData(images=torch.from_numpy(arr), labels=labels, classes=SHAPES_RGB_CLASSES)
 
