@@ -2,7 +2,9 @@
 
 The goal (docs/guide.md): < 0.5 s of CPU for ``--version``, ``--help``, ``plugins``,
 ``config show`` and ``--dry-run``. Each command runs ``--repeat`` times in a fresh process;
-the median user + system CPU of the child is printed beside the goal.
+the median user + system CPU of the child is printed beside the goal. The last row is the
+floor of anything that builds a model: ``import torch`` alone (``--dry-run`` builds the optics
+and reads the data, which is what it checks).
 
     python benchmarks/bench_cli.py [--repeat 5]
 """
@@ -28,11 +30,11 @@ COMMANDS = {
 GOAL_S = 0.5
 
 
-def cpu_seconds(args: list[str], cwd: str) -> float:
-    """User + system CPU of one run of ``onnx-run ARGS`` in a fresh process."""
+def cpu_seconds(args: list[str], cwd: str, *, command: list[str] | None = None) -> float:
+    """User + system CPU of one run of ``onnx-run ARGS`` (or of ``command``) in a fresh process."""
     exe = shutil.which("onnx-run") or os.path.join(os.path.dirname(sys.executable), "onnx-run")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run([exe, *args], cwd=cwd, check=True, capture_output=True)
+    subprocess.run(command or [exe, *args], cwd=cwd, check=True, capture_output=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
@@ -47,6 +49,9 @@ def main() -> None:
         for name, argv in COMMANDS.items():
             cpu = statistics.median(cpu_seconds(argv, cwd) for _ in range(args.repeat))
             print(f"| `onnx-run {name}` | {cpu:.2f} | {GOAL_S} | {cpu / GOAL_S:.1f}x |")
+        floor = [sys.executable, "-c", "import torch"]
+        cpu = statistics.median(cpu_seconds([], cwd, command=floor) for _ in range(args.repeat))
+        print(f"| `python -c 'import torch'` (the floor of a model) | {cpu:.2f} | - | {cpu / GOAL_S:.1f}x |")
 
 
 if __name__ == "__main__":

@@ -84,3 +84,50 @@ def test_the_compensation_table_pairs_methods_over_devices(tmp_path):
     # the drop: 0.90 - 0.70 = 20 points; e2e wins back 15 of them
     assert "| e2e - none | +15.00 ± 9.00 |" in text and "| 75 % |" in text
     assert "| kd - e2e | +0.67 ± 0.58 |" in text
+
+
+def test_the_estimate_curve_has_error_bars_init_dots_and_the_trained_students(tmp_path, monkeypatch):
+    """± 1 s.e. bars on the estimate, each init's estimate as a dot, the trained students
+    (mean ± std over seeds, how many in the legend) beside the design, and a y range of at
+    least 5 points, so that 1 point of test noise does not fill the axis."""
+    import onnx_run.estimate.report as report
+
+    made, close = [], plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: made.append(fig))
+    rows = [{"num_kernels": k, "estimate": e, "estimate_se": 0.006, "estimate_by_init": [e - 0.004, e + 0.004],
+             "inits": 2, "n_test": 400, "n_train": 1000, "metric": "accuracy", "optics": "4f", "dataset": "digits"}
+            for k, e in [(1, 0.975), (2, 0.98), (4, 0.986)]]
+    report.plot_estimate(tmp_path / "curve.png", rows, trained={"none": [0.95, 0.96], "ntkd": [0.97]}, trained_x=4)
+    assert (tmp_path / "curve.png").exists()
+    ax = made[0].axes[0]
+    labels = {t.get_text() for t in ax.get_legend().get_texts()}
+    assert labels == {"NTK estimate (± 1 s.e. over 400 test images)", "one init's kernel (2 inits)",
+                      "trained none (mean ± std, 2 seeds)", "trained ntkd (mean ± std, 1 seed)"}
+    bottom, top = ax.get_ylim()
+    assert top - bottom >= 5 and ax.get_ylabel() == "test accuracy (%)" and ax.get_xlabel() == "number of kernels"
+    assert len(ax.containers) == 3  # three error-bar sets: the estimate and two trained methods
+    for fig in made:
+        close(fig)
+
+
+def test_every_figure_is_drawn_in_the_package_style_and_leaves_the_users_alone():
+    """The report's figure functions run under data/onnx-run.mplstyle; outside them the user's
+    matplotlib settings are what they were."""
+    import matplotlib
+
+    from onnx_run.plotstyle import STYLE_SHEET, styled
+
+    assert STYLE_SHEET.exists()
+    seen = {}
+
+    @styled
+    def draw():
+        seen["spines"] = matplotlib.rcParams["axes.spines.top"]
+        seen["dpi"] = matplotlib.rcParams["savefig.dpi"]
+
+    before = matplotlib.rcParams["axes.spines.top"]
+    draw()
+    assert seen == {"spines": False, "dpi": 150.0} and matplotlib.rcParams["axes.spines.top"] == before
+    for fn in (figures.learning_curves, figures.kernels_figure, figures.confusion_matrix_figure,
+               figures.robustness_figure, figures.comparison_figure):
+        assert getattr(fn, "__wrapped__", None) is not None, fn.__name__

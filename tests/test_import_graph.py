@@ -3,7 +3,7 @@
 Layers, lowest first (DESIGN.md; docs/guide.md "Where the code lives"); a module may import its
 own layer or below, and no two modules may reach each other:
 
-    contract (errors, hookspecs, components, precision, progress, files) <- plugins, config <- physics <- ntk
+    contract (errors, hookspecs, components, precision, progress, files, plotstyle) <- plugins, config <- physics <- ntk
     <- distill, tasks <- train <- fabrication, estimate <- pipeline <- report <- compare <- cli
 
 Every import counts, also those inside functions and under ``TYPE_CHECKING``: a lazy import is
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CORE_LAYERS: tuple[tuple[str, ...], ...] = (
     ("onnx_run", "onnx_run.errors", "onnx_run.hookspecs", "onnx_run.components", "onnx_run.precision",
-     "onnx_run.progress", "onnx_run.files"),
+     "onnx_run.progress", "onnx_run.files", "onnx_run.plotstyle"),
     ("onnx_run.plugins", "onnx_run.config"),
     ("onnx_run.physics",),
     ("onnx_run.ntk",),

@@ -32,7 +32,7 @@ from onnx_run.config import RunConfig, resolve, set_dotted
 from onnx_run.errors import UserError
 from onnx_run.files import atomic_write_text, write_json
 from onnx_run.pipeline import Pipeline, default_run_dir, run_dir_config
-from onnx_run.report.tables import paired
+from onnx_run.report.tables import ci_text, paired
 
 #: search seeds are offset from the final ones so that no final seed is tuned on
 SEARCH_SEED_OFFSET = 100
@@ -295,9 +295,8 @@ def render_markdown(result: dict[str, Any], figure: Path) -> str:
     lines += ["", f"## Paired differences (test {m}, points; same seed = same init, split and batches)", "",
               "| difference | mean ± std | 95 % CI (Student t) | seeds won |", "|---|---|---|---|"]
     for d in result["paired"]:
-        lo, hi = d["ci95"]
         lines.append(f"| {d['a']} - {d['b']} | {d['mean'] * 100:+.2f} ± {d['std'] * 100:.2f} | "
-                     f"[{lo * 100:+.2f}, {hi * 100:+.2f}] | {d['wins']}/{d['n']} |")
+                     f"{ci_text(d)} | {d['wins']}/{d['n']} |")
     lines += [""] + render_search(result["search"], m).splitlines()
     lines += ["", "How to read this: a difference whose interval excludes 0 is one the seeds support; with "
               "5 seeds the interval is wide, so 'seeds won' says how consistent it is.", "",

@@ -21,12 +21,13 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from onnx_run.progress import bar as progress_bar
 
 from onnx_run.components import HybridModel
 from onnx_run.config import RunConfig
+from onnx_run.progress import bar as progress_bar
 from onnx_run.train.loop import seed_everything
 
 DEFAULT_RIDGES = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -50,9 +51,10 @@ def _subset(ds, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def average_ntk(build: Callable[[int], HybridModel], x: torch.Tensor, *, reduce, inits: int, seed: int,
                 progress: bool = True, max_memory_gb: float = 2.0, directions: int = 256,
-                device: torch.device | str = "cpu") -> torch.Tensor:
+                device: torch.device | str = "cpu", each: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Mean empirical NTK (float64, on ``device``) over ``inits`` random initialisations; the
-    models are built on the CPU (seeded as everywhere else) and run on ``device``.
+    models are built on the CPU (seeded as everywhere else) and run on ``device``. ``each``: a
+    list that receives every init's kernel (on the CPU), for the spread over inits.
 
     Each init's kernel is exact when its per-sample gradient factors fit ``max_memory_gb``, else
     a seeded random-feature sketch with ``directions`` directions (dense tasks: a decoder's
@@ -70,10 +72,15 @@ def average_ntk(build: Callable[[int], HybridModel], x: torch.Tensor, *, reduce,
         k, _mode = bounded_kernel(model.backend, feats, reduce=reduce, params=backend, max_memory_gb=max_memory_gb,
                                   directions=directions, seed=seed + i)
         k = k.detach().to(torch.float64)
+        if each is not None:
+            each.append(k.cpu())
         total = k if total is None else total + k
     assert total is not None
     return total / inits
 
+
+#: bootstrap resamples of the test images behind an estimate's standard error
+BOOTSTRAP_DRAWS = 200
 
 ESTIMATE_DEFAULTS = {"inits": 3, "width_multiplier": 4, "max_train": 1000, "max_eval": 400}
 
@@ -126,8 +133,9 @@ def estimate_design(cfg: RunConfig, *, inits: int | None = None, width_multiplie
         backend = task.backend_for_estimate(feature_shape, num_outputs, width_multiplier)
         return HybridModel(frontend, backend)
 
+    per_init: list[torch.Tensor] = []
     k = average_ntk(build, x_all, reduce=task.ntk_reduce, inits=inits, seed=seed, progress=progress,
-                    max_memory_gb=max_memory_gb, device=device).cpu()
+                    max_memory_gb=max_memory_gb, device=device, each=per_init if inits > 1 else None).cpu()
     k_tr = k[:ntr, :ntr]
     k_va = k[ntr:ntr + nva, :ntr]
     k_te = k[ntr + nva:, :ntr]
@@ -144,6 +152,13 @@ def estimate_design(cfg: RunConfig, *, inits: int | None = None, width_multiplie
     ridge, scores = select_ridge(k_tr, y_tr, k_va, yva, ridges, score)
     pred = kernel_ridge_regression(k_tr, k_te, y_tr, ridge=ridge)
     test = task.metrics(as_outputs(pred), yte)
+    # how far the number could move: over the test images drawn (bootstrap), and over the
+    # random inits (each init's kernel alone, the same ridge)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(yte), size=(BOOTSTRAP_DRAWS, len(yte)))
+    boot = [score(pred[d], yte[d]) for d in torch.from_numpy(draws)]
+    by_init = [score(kernel_ridge_regression(ki[:ntr, :ntr], ki[ntr + nva:, :ntr], y_tr, ridge=ridge), yte)
+               for ki in per_init]
     return {
         "optics": cfg.optics.name, "task": cfg.task.name,
         "dataset": getattr(cfg.task.config, "dataset", ""),
@@ -151,7 +166,8 @@ def estimate_design(cfg: RunConfig, *, inits: int | None = None, width_multiplie
                                                       "kernel_size_px": layout.kernel_size_px,
                                                       **dict(layout.details)},
         "feature_shape": list(feature_shape), "metric": primary,
-        "estimate": test[primary], "val": scores[ridge] if ridge in scores else None, "ridge": ridge,
+        "estimate": test[primary], "estimate_se": float(np.std(boot, ddof=1)), "estimate_by_init": by_init,
+        "val": scores[ridge] if ridge in scores else None, "ridge": ridge,
         "ridge_scores": {str(r): s for r, s in scores.items()},
         "n_train": ntr, "n_val": nva, "n_test": xte.shape[0], "inits": inits, "width_multiplier": width_multiplier,
         "seconds": round(time.perf_counter() - t0, 2),

@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from onnx_run.files import save_figure  # noqa: E402
+from onnx_run.plotstyle import styled  # noqa: E402
 
 METHOD_COLOURS = {"none": "tab:gray", "kd": "tab:orange", "ntkd": "tab:blue", "e2e": "tab:green", "teacher": "k"}
 
@@ -25,6 +26,7 @@ def _seed_band(rows_per_seed: list[list[float]]) -> tuple[np.ndarray, np.ndarray
     return np.arange(1, n + 1), values.mean(0), values.std(0, ddof=1) if len(values) > 1 else np.zeros(n)
 
 
+@styled
 def learning_curves(run_dir: Path, path: Path, primary: str, teacher: dict[str, Any] | None = None) -> Path | None:
     """Training loss and validation metric per epoch: per method the mean over seeds with a
     ± 1 std band (the legend says how many seeds), the teacher's validation score as a line."""
@@ -67,6 +69,7 @@ def learning_curves(run_dir: Path, path: Path, primary: str, teacher: dict[str, 
     return path
 
 
+@styled
 def confusion_matrix_figure(outputs: torch.Tensor, targets: torch.Tensor, classes: Sequence[str], path: Path,
                             title: str) -> Path:
     from sklearn.metrics import confusion_matrix
@@ -90,6 +93,7 @@ def confusion_matrix_figure(outputs: torch.Tensor, targets: torch.Tensor, classe
     return path
 
 
+@styled
 def kernels_figure(rows: dict[str, torch.Tensor], path: Path, title: str = "optical kernels",
                    pitch_um: float | None = None) -> Path:
     """Signed kernels (K, C, kh, kw), one row per version (ideal / realised / fabricated); each
@@ -130,6 +134,7 @@ def kernels_figure(rows: dict[str, torch.Tensor], path: Path, title: str = "opti
     return path
 
 
+@styled
 def robustness_figure(points: list[dict[str, Any]], path: Path, primary: str, xlabel: str) -> Path:
     """Accuracy vs error magnitude, with and without compensation."""
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=110)
@@ -150,6 +155,7 @@ def robustness_figure(points: list[dict[str, Any]], path: Path, primary: str, xl
     return path
 
 
+@styled
 def comparison_figure(result: dict[str, Any], path: Path) -> Path:
     """Left: test metric per final seed (a line joins one seed across methods), mean ± std and
     the teacher's line. Right: paired differences with their 95 % intervals."""
@@ -176,9 +182,9 @@ def comparison_figure(result: dict[str, Any], path: Path) -> Path:
     ax.grid(alpha=0.3, axis="y")
     pairs = result["paired"]
     for j, d in enumerate(pairs):
-        lo, hi = (100 * d["ci95"][0], 100 * d["ci95"][1])
         mean = 100 * d["mean"]
-        bx.errorbar(mean, j, xerr=[[mean - lo], [hi - mean]] if np.isfinite(lo) else None, fmt="o", color="k",
+        ci = d.get("ci95")
+        bx.errorbar(mean, j, xerr=[[mean - 100 * ci[0]], [100 * ci[1] - mean]] if ci else None, fmt="o", color="k",
                     capsize=4)
         bx.scatter([100 * x for x in d["differences"]], np.full(len(d["differences"]), j) + 0.15, s=10,
                    color="tab:blue", alpha=0.7)

@@ -41,7 +41,15 @@ def make_figures(pipe: Any) -> list[Path]:
     if len(estimates) > 1:
         from onnx_run.estimate.report import plot_estimate
 
-        plot_estimate(out / "estimate_curve.png", estimates)
+        trained = {}  # the trained students of this design, beside its estimate
+        for method in pipe.cfg.students.methods:
+            scores = [json.loads(p.read_text()).get(f"test_{primary}") for p in
+                      (pipe.student_dir(method, s) / "summary.json" for s in pipe.seeds()) if p.exists()]
+            trained[method] = [v for v in scores if v is not None]
+        design = pipe.run_dir / "estimate.json"
+        design_kernels = json.loads(design.read_text())["num_kernels"] if design.exists() else \
+            estimates[-1]["num_kernels"]
+        plot_estimate(out / "estimate_curve.png", estimates, trained=trained, trained_x=design_kernels)
         made.append(out / "estimate_curve.png")
     seed = pipe.seeds()[0]
     x_test, y_test = pipe.splits.test.tensors[0], pipe.splits.test.tensors[1]
@@ -103,5 +111,6 @@ def write_report(pipe: Any) -> dict[str, Any]:
     robust = pipe.run_dir / "figures" / "robustness.png"
     if robust.exists() and robust not in figs:
         figs.append(robust)
+    sizes = {k: len(getattr(pipe.splits, k)) for k in ("train", "val", "test")}
     return write_results(pipe.run_dir, primary=pipe.task.primary_metric, figures=[str(f) for f in figs],
-                         devices=[d["name"] for d in pipe.config_devices()])
+                         devices=[d["name"] for d in pipe.config_devices()], split_sizes=sizes)

@@ -31,9 +31,18 @@ def paired(a: list[float], b: list[float]) -> dict[str, Any]:
     n = len(d)
     mean = statistics.fmean(d) if d else math.nan
     std = statistics.stdev(d) if n > 1 else 0.0
-    half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n) if n > 1 else math.nan
+    half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n) if n > 1 else None
     wins = sum(x > 0 for x in d)
-    return {"differences": d, "mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": n, "wins": wins}
+    ci = [mean - half, mean + half] if half is not None else None  # one pair has no interval
+    return {"differences": d, "mean": mean, "std": std, "ci95": ci, "n": n, "wins": wins}
+
+
+def ci_text(d: dict[str, Any]) -> str:
+    """A paired difference's 95 % interval in points, or why there is none."""
+    if d.get("ci95") is None:
+        return f"none ({d['n']} pair{'s' * (d['n'] != 1)}: an interval needs 2)"
+    lo, hi = d["ci95"]
+    return f"[{lo * 100:+.2f}, {hi * 100:+.2f}]"
 
 
 def collect_students(run_dir: Path, primary: str) -> list[dict[str, Any]]:
@@ -118,13 +127,71 @@ def headroom_note(teacher: dict[str, Any] | None, students: list[dict[str, Any]]
         return ""
     spread_text = (f"seed std up to {spread * 100:.2f}" if any(r.get("n", 2) > 1 for r in students)
                    else "one seed each")
-    return (f"How to read this: the teacher is {lead * 100:+.2f} points from the best student ({spread_text}): it leaves too little headroom for distillation to show a difference on this "
+    return (f"Note: the teacher is {lead * 100:+.2f} points from the best student ({spread_text}): it leaves too little headroom for distillation to show a difference on this "
             f"data; compare methods where the teacher leads by several points (docs/ntk.md).")
 
 
+#: what each figure of a run shows, under it in results.md
+FIGURE_CAPTIONS = {
+    "learning_curves": "Training loss and validation score per epoch: per method the mean over seeds with a "
+                       "± 1 std band; the dashed line is the teacher.",
+    "estimate_curve": "The NTK estimate before training per number of kernels (± 1 standard error over the "
+                      "test images; dots: each random init alone), and the trained students of this design "
+                      "beside it (mean ± std over seeds).",
+    "kernels": "The optical kernels, ideal / realised / fabricated, each row on one colour scale (colour bar "
+               "in the kernels' units), in sensor pixels.",
+    "robustness": "Test score against the error magnitude, with and without compensation.",
+    "masks": "Test images with the true and the predicted masks.",
+    "mask_phase": "The realised 4f Fourier-plane mask phase, in mm on the SLM (y up).",
+}
+
+
+def caption(stem: str) -> str:
+    """The caption of a figure of a run, from its file name."""
+    if stem.startswith("confusion_"):
+        return (f"Confusion matrix of the `{stem[len('confusion_'):]}` student (first seed) on the test split: "
+                f"counts, rows the true class.")
+    return FIGURE_CAPTIONS.get(stem, stem.replace("_", " "))
+
+
+def what_was_run(config: dict[str, Any], split_sizes: dict[str, int] | None = None) -> list[str]:
+    """The run in a few sentences, from its config.toml: what the tables below are about."""
+    run, train, optics, task = (config.get(k, {}) for k in ("run", "train", "optics", "task"))
+    seeds = [run.get("seed", 0) + i for i in range(run.get("seeds", 1))]
+    sizes = (f" ({split_sizes['train']} training, {split_sizes['val']} validation and {split_sizes['test']} test "
+             f"images)" if split_sizes else "")
+    kernels = f", {optics['num_kernels']} kernels" if "num_kernels" in optics else ""
+    lines = [f"**What was run.** Optics `{optics.get('name', '?')}`{kernels}; task `{task.get('name', '?')}` on "
+             f"`{task.get('dataset', '?')}`{sizes}; teacher `{config.get('teacher', {}).get('name', '?')}`. "
+             f"Students: {', '.join(config.get('students', {}).get('methods', []))}, each trained "
+             f"{train.get('epochs', '?')} epochs (batch {train.get('batch_size', '?')}, lr {train.get('lr', '?')}, "
+             f"optics lr {train.get('optics_lr', '?')}) with seed{'s' * (len(seeds) > 1)} "
+             f"{', '.join(map(str, seeds))}."]
+    fab, fine = config.get("fabricate", {}), config.get("finetune", {})
+    if fab:
+        lines[0] += (f" After fabrication: {fab.get('devices', 1)} device(s) per seed of the `{fab.get('student')}` "
+                     f"student (severity {fab.get('severity', 1):g}), the backend fine-tuned {fine.get('epochs', '?')} "
+                     f"epochs on {fine.get('fraction', 0) * 100:g} % of the training images captured through it.")
+    lines[0] += " Every setting: `config.toml`."
+    return lines + [""]
+
+
+HOW_TO_READ = (
+    "**How to read this.** Every number is a score on the test split, in %, read once after "
+    "training (epochs and settings were chosen on the validation split). `a ± b` is the mean and "
+    "the sample standard deviation over seeds (or devices); a single number is one run. Two "
+    "methods whose means differ by less than about two standard deviations are not told apart "
+    "by these seeds: `onnx-run compare` tunes each method on validation and gives paired "
+    "differences with 95 % intervals. The NTK estimate is computed before any training, from "
+    "random optics; how far it predicts trained students is measured in docs/estimate.md.")
+
+
 def write_results(run_dir: Path, *, primary: str, figures: list[str] | None = None,
-                  devices: list[str] | None = None) -> dict[str, Any]:
-    """results.json and results.md from the run directory's summaries."""
+                  devices: list[str] | None = None, split_sizes: dict[str, int] | None = None) -> dict[str, Any]:
+    """results.json and results.md from the run directory's summaries; results.md says what was
+    run and how to read it, so that it stands on its own."""
+    import tomllib
+
     run_dir = Path(run_dir)
     teacher = json.loads((run_dir / "teacher.json").read_text()) if (run_dir / "teacher.json").exists() else None
     estimate = json.loads((run_dir / "estimate.json").read_text()) if (run_dir / "estimate.json").exists() else None
@@ -146,6 +213,9 @@ def write_results(run_dir: Path, *, primary: str, figures: list[str] | None = No
                "after_fabrication_paired": compensation_pairs(compensation)}
     write_json(run_dir / "results.json", results)
     lines = [f"# Results: {run_dir.name}", ""]
+    if (run_dir / "config.toml").exists():
+        lines += what_was_run(tomllib.loads((run_dir / "config.toml").read_text()), split_sizes)
+    lines += [HOW_TO_READ, ""]
     if teacher is not None and f"test_{primary}" in teacher:
         lines += [f"Teacher `{teacher['name']}`: test {primary} {teacher[f'test_{primary}'] * 100:.2f} %"
                   f" ({teacher.get('parameters', '?')} parameters)"
@@ -168,7 +238,11 @@ def write_results(run_dir: Path, *, primary: str, figures: list[str] | None = No
             lines += ["| kernels | " + " | ".join(str(r["num_kernels"]) for r in curve) + " |",
                       "|---|" + "---|" * len(curve),
                       f"| NTK estimate of test {primary} (%), {curve[0]['n_train']} training images | "
-                      + " | ".join(f"{r['estimate'] * 100:.2f}" for r in curve) + " |", ""]
+                      + " | ".join(f"{r['estimate'] * 100:.2f}" + (f" ± {r['estimate_se'] * 100:.2f}"
+                                                                    if "estimate_se" in r else "")
+                                   for r in curve) + " |", ""]
+            if "estimate_se" in curve[0]:
+                lines += ["(± 1 standard error over the test images, bootstrap.)", ""]
     if realised is not None:
         lines += [f"## Realised optics (student `{realised['student']}`)", "",
                   f"Test {primary} with ideal kernels {fmt(realised['ideal_mean'], realised['ideal_std'], realised['n'])}"
@@ -195,16 +269,19 @@ def write_results(run_dir: Path, *, primary: str, figures: list[str] | None = No
                       + (" share of the drop recovered |" if base is not None and ideal is not None else ""),
                       "|---|---|---|---|" + ("---|" if base is not None and ideal is not None else "")]
             for d in pairs:
-                lo, hi = d["ci95"]
                 row = (f"| {d['a']} - {d['b']} | {d['mean'] * 100:+.2f} ± {d['std'] * 100:.2f} | "
-                       f"[{lo * 100:+.2f}, {hi * 100:+.2f}] | {d['wins']}/{d['n']} |")
+                       f"{ci_text(d)} | {d['wins']}/{d['n']} |")
                 if base is not None and ideal is not None:
                     drop = ideal - base
-                    row += (f" {d['mean'] / drop * 100:.0f} % |" if d["b"] == "none" and drop > 0 else " |")
+                    share = (f" {d['mean'] / drop * 100:.0f} % |" if drop >= 0.01 else
+                             f" (a drop of {drop * 100:.2f} points: too small to share) |")
+                    row += share if d["b"] == "none" else " |"
                 lines.append(row)
             lines += ["", "The drop is the realised design's accuracy minus no compensation's; a difference "
                       "whose interval excludes 0 is one the devices support.", ""]
     if figures:
-        lines += ["## Figures", ""] + [f"![{Path(f).stem}]({Path(f).relative_to(run_dir)})" for f in figures] + [""]
+        lines += ["## Figures", ""]
+        for f in figures:
+            lines += [f"![{Path(f).stem}]({Path(f).relative_to(run_dir)})", "", f"*{caption(Path(f).stem)}*", ""]
     atomic_write_text(run_dir / "results.md", "\n".join(lines))
     return results

@@ -30,6 +30,7 @@ from torch import nn
 
 from onnx_run.components import Layout, OpticalFrontend
 from onnx_run.files import atomic_write_text, save_array, save_figure
+from onnx_run.plotstyle import styled
 from onnx_run.physics import (Sensor, bounded, coherent_conv, constrained_phase, incoherent_conv,
                               raw_from_bounded, raw_from_phase, requantised_raw)
 
@@ -322,6 +323,7 @@ class Frontend4f(OpticalFrontend):
         """Layout of ``config`` without building the model; UserError when nothing fits."""
         return layout_from_geometry(geometry(config), config)
 
+    @styled
     def export(self, out_dir: Path) -> list[Path]:
         """Write mask.npy (complex transmission at the design wavelength), slm_levels.npy (device
         levels, when quantised), kernels.npy (K, C, kh, kw), layout.json and PNG previews."""

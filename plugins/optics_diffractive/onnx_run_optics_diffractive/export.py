@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from onnx_run.files import atomic_write_text, save_array, save_figure
+from onnx_run.plotstyle import styled
 
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ def _png(path: Path, data: np.ndarray, cmap: str, vmin: float, vmax: float) -> P
     return path
 
 
+@styled
 def _overview(path: Path, phases: np.ndarray, phase_range: float) -> Path:
     """All phase masks side by side, one figure for reports."""
     import matplotlib

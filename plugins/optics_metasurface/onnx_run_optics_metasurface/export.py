@@ -18,6 +18,7 @@ import torch
 
 from onnx_run.errors import UserError
 from onnx_run.files import atomic_path, save_array, save_figure
+from onnx_run.plotstyle import styled
 
 if TYPE_CHECKING:
     from onnx_run_optics_metasurface.frontend import MetasurfaceFrontend
@@ -93,6 +94,7 @@ def _grid_shape(n: int) -> tuple[int, int]:
     return int(np.ceil(n / cols)), cols
 
 
+@styled
 def save_width_previews(widths_nm: np.ndarray, names: list[str], path: Path, *, lo: float, hi: float) -> Path:
     import matplotlib
 
@@ -116,6 +118,7 @@ def save_width_previews(widths_nm: np.ndarray, names: list[str], path: Path, *, 
     return path
 
 
+@styled
 def save_psf_previews(realised: np.ndarray, target: np.ndarray | None, names: list[str], path: Path,
                       title: str) -> Path:
     """Realised PSFs next to their targets, each normalised to its own maximum (channels summed)."""

@@ -25,6 +25,7 @@ import numpy as np
 
 from onnx_run.errors import UserError
 from onnx_run.files import save_figure
+from onnx_run.plotstyle import styled
 
 from onnx_run_optics_metasurface.library import MetaAtomLibrary
 
@@ -140,6 +141,7 @@ def compare_with_fits(lib: MetaAtomLibrary) -> dict[str, float]:
     return out
 
 
+@styled
 def plot_library(lib: MetaAtomLibrary, path, *, compare: bool = True):
     """Phase (in 2 pi) and amplitude vs width per wavelength, with the published fits dashed."""
     import matplotlib

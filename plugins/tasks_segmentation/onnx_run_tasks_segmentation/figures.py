@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from onnx_run.files import save_figure
+from onnx_run.plotstyle import styled
 
 
 #: overlay colours (RGB in [0, 1])
@@ -43,6 +44,7 @@ def _fg_iou(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(np.logical_and(pred, truth).sum() / union) if union else 1.0
 
 
+@styled
 def save_mask_figure(path: str | Path, images: torch.Tensor, masks_true: torch.Tensor,
                      predictions: Mapping[str, torch.Tensor], n: int = 6) -> Path:
     """Write a PNG grid: rows = the first ``n`` samples; columns = image, truth, then each model.
