@@ -552,6 +552,13 @@ CASES: list[Case] = [
     _c("plugin-command-bad-option", ["metasurface", "--nope"], "No such option '--nope'"),
     _c("plugin-broken-optics", ["--optics", "broken", "--task", "classification", "--dry-run"],
        "unknown optics 'broken'", "registered: "),
+    _c("plugin-new-bad-name", ["plugin", "new", "My Optics", "--kind", "optics", "--out", "{tmp}"], "'My Optics'",
+       "lower-case name"),
+    _c("plugin-new-exists", ["plugin", "new", "pinhole", "--kind", "optics", "--out", "{tmp}"],
+       "onnx-run-pinhole: exists", "does not exist yet", setup=_write("onnx-run-pinhole/keep.txt", "mine")),
+    _c("plugin-new-kind", ["plugin", "new", "pinhole", "--kind", "camera", "--out", "{tmp}"], "--kind",
+       "'camera'"),
+    _c("plugin-new-keyword", ["plugin", "new", "class", "--kind", "loss", "--out", "{tmp}"], "'class'", "keyword"),
     # -- plugins and the environment ---------------------------------------------------------
     _c("cuda-without-cuda", [*DRY, "--device", "cuda"], "run.device", "cuda"),
     _c("out-is-file", [*BASE, "--stages", "students", "--out", "{tmp}/f", *SMALL], "{tmp}/f is a file",

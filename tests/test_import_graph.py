@@ -4,7 +4,7 @@ Layers, lowest first (DESIGN.md; docs/guide.md "Where the code lives"); a module
 own layer or below, and no two modules may reach each other:
 
     contract (errors, hookspecs, components, precision, progress, files, plotstyle) <- plugins, config <- physics <- ntk
-    <- distill, tasks <- train <- fabrication, estimate <- pipeline <- report <- compare <- cli
+    <- distill, tasks <- train <- fabrication, estimate <- pipeline <- report <- compare <- cli, testing, scaffold
 
 Every import counts, also those inside functions and under ``TYPE_CHECKING``: a lazy import is
 still an arrow. Plugins sit beside the core: no circles inside a plugin, and a plugin imports
@@ -33,7 +33,7 @@ CORE_LAYERS: tuple[tuple[str, ...], ...] = (
     ("onnx_run.pipeline",),
     ("onnx_run.report",),
     ("onnx_run.compare",),
-    ("onnx_run.cli", "onnx_run.__main__"),
+    ("onnx_run.cli", "onnx_run.__main__", "onnx_run.testing", "onnx_run.scaffold"),
 )
 
 PLUGIN_PACKAGES = {

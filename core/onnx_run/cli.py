@@ -530,6 +530,27 @@ def robustness_cmd(run_dir, error_spec, key, values, methods) -> None:
     click.echo(f"written: {out / 'robustness.png'}, {pipe.run_dir / 'robustness.json'}")
 
 
+@cli.group("plugin", cls=OnnxRunGroup)
+def plugin_group() -> None:
+    """Write your own plugins."""
+
+
+@plugin_group.command("new")
+@click.argument("name")
+@click.option("--kind", required=True, type=click.Choice(["optics", "task", "teacher", "error-model", "loss"]),
+              help="what the plugin registers")
+@click.option("--out", "out_dir", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="folder the package folder onnx-run-NAME/ is written under")
+def plugin_new(name: str, kind: str, out_dir: str) -> None:
+    """A working plugin package to start from: pyproject.toml with the entry point, a torch-free
+    config, the component, and tests that check the onnx-run contract and run every stage."""
+    from onnx_run.scaffold import new_plugin
+
+    target = new_plugin(name, kind, Path(out_dir))
+    click.echo(f"written: {target}, a plugin package registering the {kind.replace('-', ' ')} {name!r}")
+    click.echo(f"next: pip install -e {target} && onnx-run plugins && python -m pytest {target / 'tests'}")
+
+
 def _add_plugin_commands() -> None:
     from onnx_run.plugins import get_plugin_manager
 
