@@ -263,6 +263,14 @@ def _spoil_last_checkpoint(run: Path) -> None:
     last.write_bytes(last.read_bytes()[:100])
 
 
+def _plugin_changed_since(run: Path) -> None:
+    """The student's checkpoint as if the optics plugin had gained a buffer after training."""
+    best = run / "students" / "none" / "seed0" / "best.pt"
+    state = torch.load(best, weights_only=True)
+    state["model"]["frontend.calibration"] = torch.ones(3)
+    torch.save(state, best)
+
+
 def _c(id, argv, *expect, setup=None, env=None, may_change=()) -> Case:  # noqa: A002
     return Case(id, list(argv), tuple(expect), setup, env or {}, frozenset(may_change))
 
@@ -444,6 +452,8 @@ CASES: list[Case] = [
        setup=_edit_run(lambda run: (run / "stages.json").write_text("{}"))),
     _c("resume-truncated-checkpoint", ["--resume", "{run}", "--stages", "students"], "last.pt",
        "cannot be read", "delete it", setup=_edit_run(_spoil_last_checkpoint), may_change={"run/stages.json"}),
+    _c("fabricate-plugin-changed", ["fabricate", "{run}", "--name", "later", "--seed", "5"], "best.pt", "parameter names do not match",
+       "the optics or task code changed", setup=_edit_run(_plugin_changed_since)),
     _c("report-not-a-run", ["report", "{tmp}"], "no config.toml"),
     _c("realise-missing", ["realise", "{tmp}/nowhere"], "nowhere", "no config.toml"),
     # -- fabricate, measure, finetune, robustness, estimate ---------------------------------------

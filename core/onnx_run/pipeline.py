@@ -361,16 +361,22 @@ class Pipeline:
             raise UserError(f"{path}: missing; train the students first (onnx-run --resume {self.run_dir})")
         return load_checkpoint(path, map_location="cpu")["model"]
 
+    def student_checkpoint_note(self, method: str, seed: int) -> str:
+        """How a student checkpoint that no longer fits its model is named in the one-line error:
+        the components' code changed since this run trained it (run.json names the versions)."""
+        return (f"{self.student_dir(method, seed) / 'best.pt'} (trained by this run; the optics or task code changed "
+                f"since: reinstall the versions in run.json, or start a new run)")
+
     def realised_dir(self, seed: int, method: str | None = None) -> Path:
         return self.run_dir / "realised" / f"{method or self.fabricated_student()}-seed{seed}"
 
     def realised_frontend(self, seed: int, method: str | None = None):
         """(trained student, its frontend realised physically); the realisation is cached."""
-        from onnx_run.train.checkpoint import load_checkpoint, save_checkpoint
+        from onnx_run.train.checkpoint import load_checkpoint, load_state_dict_checked, save_checkpoint
 
         method = method or self.fabricated_student()
         model = self.build_student(seed)
-        model.load_state_dict(self._student_state(method, seed))
+        load_state_dict_checked(model, self._student_state(method, seed), self.student_checkpoint_note(method, seed))
         out = self.realised_dir(seed, method)
         if (out / "frontend.pt").exists():
             return model, model.frontend.load_realised(load_checkpoint(out / "frontend.pt")["model"])
@@ -483,8 +489,11 @@ class Pipeline:
             val_f = self.captured(device, "val", seed)[1]
             test_f = cap["test_features"] if captures is not None and "test_features" in cap else \
                 self.captured(device, "test", seed)[1]
+            from onnx_run.train.checkpoint import load_state_dict_checked
+
             backend = model.backend
-            backend.load_state_dict(backend_state(self._student_state(info["student"], info["student_seed"])))
+            load_state_dict_checked(backend, backend_state(self._student_state(info["student"], info["student_seed"])),
+                                    self.student_checkpoint_note(info["student"], info["student_seed"]))
             teacher = self.teacher()[0] if any(m in ("kd", "ntkd") for m in todo) else None
 
             @functools.cache

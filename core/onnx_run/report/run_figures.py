@@ -24,7 +24,7 @@ def _kernels_of(module: torch.nn.Module) -> torch.Tensor | None:
 
 def make_figures(pipe: Any) -> list[Path]:
     """Learning curves, confusion matrix / mask overlays, kernels ideal vs realised vs fabricated."""
-    from onnx_run.train.checkpoint import load_checkpoint
+    from onnx_run.train.checkpoint import load_checkpoint, load_state_dict_checked
     from onnx_run.train.loop import predict
 
     out = pipe.run_dir / "figures"
@@ -59,7 +59,7 @@ def make_figures(pipe: Any) -> list[Path]:
         best = pipe.student_dir(method, seed) / "best.pt"
         if best.exists():
             model = pipe.build_student(seed)
-            model.load_state_dict(load_checkpoint(best)["model"])
+            load_state_dict_checked(model, load_checkpoint(best)["model"], pipe.student_checkpoint_note(method, seed))
             students[method] = model
             preds[method] = predict(model, x_test[:256], device=pipe.device)
     if pipe.task.kind == "classification" and preds:
