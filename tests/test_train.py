@@ -286,3 +286,28 @@ def test_resume_says_what_changed_since_the_run_started(tmp_path, tiny_optics):
     (run_dir / "run.json").write_text(json.dumps(record))
     res = CliRunner().invoke(cli, ["--resume", str(run_dir)])
     assert res.exit_code == 2 and "made with other versions (onnx-run 0.0.1 -> " in res.output
+
+
+def test_threads_follow_the_free_cores_and_a_run_keeps_its_count(tmp_path, tiny_optics, monkeypatch):
+    """run.threads = 0: the cores other processes leave free (at least 1); the count a run
+    started with is recorded in run.json and a resume computes with it, whatever the load."""
+    import os
+
+    from onnx_run.train.loop import auto_threads
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert auto_threads() == cores
+    monkeypatch.setattr(os, "getloadavg", lambda: (cores + 3.0, 0.0, 0.0))
+    assert auto_threads() == 1
+    out = tmp_path / "runs"
+    args = ["--optics", "tiny", "--task", "classification", "--distill", "none", "--out", str(out), "--stages",
+            "students", "--set", "train.epochs=1", "--set", "train.max_train=64", "--set", "run.progress=false"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    run_dir = out / "tiny-classification-digits"
+    assert json.loads((run_dir / "run.json").read_text())["threads"] == 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # the machine is free now
+    seen = []
+    monkeypatch.setattr(torch, "set_num_threads", seen.append)
+    assert CliRunner().invoke(cli, ["--resume", str(run_dir)]).exit_code == 0
+    assert seen == [1]

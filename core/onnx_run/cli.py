@@ -343,9 +343,10 @@ def estimate_cmd(sweep, inits, width_multiplier, max_train, **kwargs) -> None:
         configs.append(resolve(point))
     _print_notes(configs[0])
     from onnx_run.estimate.ntk_estimate import estimate_design
-    from onnx_run.train.loop import resolve_device
+    from onnx_run.train.loop import apply_threads, resolve_device
 
     device = resolve_device(configs[0].run.device)  # 'cuda' without CUDA: one line, before any work
+    apply_threads(configs[0].run.threads)
     rows = []
     for value, cfg in zip(values, configs):
         row = estimate_design(cfg, inits=inits, width_multiplier=width_multiplier, max_train=max_train,

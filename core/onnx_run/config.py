@@ -45,7 +45,9 @@ class RunSettings:
     name: str = attrs.field(default="", validator=lambda _i, _a, value: _folder_name(value))
     device: str = attrs.field(default="cpu", validator=v.in_(["cpu", "cuda", "auto"]))
     progress: bool = True
-    threads: int = attrs.field(default=0, validator=[v.ge(0), v.le(256)])  # torch CPU threads; 0: torch's default
+    #: torch's CPU threads; 0: the cores not kept busy by other processes (train.loop.auto_threads),
+    #: fixed for the run at its start (run.json), so that a resume computes with the same count
+    threads: int = attrs.field(default=0, validator=[v.ge(0), v.le(256)])
     #: autocast dtype of the digital parts (backend, teacher): fp32, bf16 (CPU/CUDA), fp16 (CUDA);
     #: the optics and the NTK always run in float32/complex64 (onnx_run.precision)
     precision: str = attrs.field(default="fp32", validator=v.in_(["fp32", "bf16", "fp16"]))

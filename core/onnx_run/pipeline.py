@@ -23,7 +23,8 @@ from onnx_run.config import RunConfig, load_toml, resolve
 from onnx_run.errors import UserError
 from onnx_run.files import atomic_write_text, write_json
 from onnx_run.precision import check_precision
-from onnx_run.train.loop import Output, Recipe, TrainData, Trainee, Training, resolve_device, seed_everything
+from onnx_run.train.loop import (Output, Recipe, TrainData, Trainee, Training, apply_threads, resolve_device,
+                                  seed_everything)
 
 STAGES: tuple[str, ...] = ("estimate", "teacher", "students", "realise", "fabricate", "compensate", "report")
 #: stages whose training is data-parallel under torchrun; the others run on rank 0 only
@@ -67,8 +68,9 @@ class Pipeline:
         device = resolve_device(cfg.run.device)
         self.precision = check_precision(cfg.run.precision, device)  # fp16 without CUDA: refused here
         self.device = init_from_env(device)
-        if cfg.run.threads:
-            torch.set_num_threads(cfg.run.threads)
+        #: torch's CPU threads: run.threads, else those this run started with (results depend on
+        #: the count in the last bits: a resume keeps it), else chosen from the free cores
+        self.threads = apply_threads(cfg.run.threads or _started_threads(self.run_dir))
         self.progress = cfg.run.progress
         self.task = cfg.task.build()
         seed_everything(cfg.run.seed)
@@ -129,7 +131,7 @@ class Pipeline:
             _check_unchanged(started, self._record())
 
     def _record(self) -> dict[str, Any]:
-        return {"config": self.cfg.to_dict(), "distributions": _distributions(self.cfg)}
+        return {"config": self.cfg.to_dict(), "distributions": _distributions(self.cfg), "threads": self.threads}
 
     def prepare(self) -> None:
         """Create the run directory and write the resolved config (refuse a different one)."""
@@ -644,6 +646,14 @@ def _distributions(cfg: RunConfig) -> dict[str, str]:
         if comp is not None:
             out[comp.distribution] = comp.version or __version__
     return dict(sorted(out.items()))
+
+
+def _started_threads(run_dir: Path) -> int:
+    """The CPU threads a run directory's run started with (run.json), 0 if none is recorded."""
+    try:
+        return int(json.loads((run_dir / "run.json").read_text()).get("threads") or 0)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0  # no run yet, or a broken record: check() says so in one line
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:

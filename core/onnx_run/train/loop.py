@@ -54,6 +54,28 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def auto_threads() -> int:
+    """torch's CPU threads for ``run.threads = 0``: the cores this process may use, less those
+    other processes keep busy (the 1-minute load average), at least 1. torch's own default, one
+    thread per core, fights any neighbour for the cores: on a busy 2-core machine the LeNet
+    teacher trained 10-15x slower with 2 threads than with 1 (benchmarks/bench_threads.py)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:  # no load average on this platform
+        busy = 0.0
+    return max(1, min(cores, cores - round(busy)))
+
+
+def apply_threads(threads: int) -> int:
+    """Set torch's CPU threads (``run.threads``; 0: :func:`auto_threads`) and return the number."""
+    n = threads or auto_threads()
+    torch.set_num_threads(n)
+    return n
+
+
 def make_optimizer(model: nn.Module, settings: TrainSettings, param_names: list[str] | None) -> torch.optim.Optimizer:
     """Optical parameters (``frontend.*``) get ``optics_lr``: phases and kernels move on other scales."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
