@@ -19,18 +19,30 @@ def _env(**extra):
     return {**os.environ, "OMP_NUM_THREADS": "1", **extra}
 
 
-@pytest.mark.parametrize("kind", sorted(KINDS))
-def test_a_generated_plugin_passes_its_own_tests(kind, tmp_path):
+def _generated_tests(kind: str, tmp_path, *select: str) -> str:
     res = CliRunner().invoke(cli, ["plugin", "new", f"my-{kind}", "--kind", kind, "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     package = tmp_path / f"onnx-run-my-{kind}"
     assert (package / "pyproject.toml").exists() and not list(tmp_path.glob(".onnx-run-*"))
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=package,
-                         capture_output=True, text=True, env=_env(PYTHONPATH=str(package),
-                                                                  ONNX_RUN_CACHE=str(tmp_path / "cache")),
-                         timeout=600)
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", *select],
+                         cwd=package, capture_output=True, text=True,
+                         env=_env(PYTHONPATH=str(package), ONNX_RUN_CACHE=str(tmp_path / "cache")), timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert " passed" in run.stdout and "skipped" not in run.stdout
+    return run.stdout
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_a_generated_plugin_passes_its_own_contract_tests(kind, tmp_path):
+    """In CI: the contract and closed-form tests of each kind (every stage: the optics below)."""
+    _generated_tests(kind, tmp_path, "-k", "not every_stage")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_a_generated_plugin_passes_all_its_tests(kind, tmp_path):
+    """With -m slow: each kind's own every-stage test too (a tiny run on the reference optics)."""
+    _generated_tests(kind, tmp_path)
 
 
 def test_a_generated_optics_installs_is_listed_and_runs_every_stage(tmp_path):
