@@ -84,7 +84,11 @@ def test_invalid_use():
         TeacherKernelCache(t, x, method="exact", max_memory_gb=1e-6, progress=False)
 
 
-def test_bounded_kernel_is_exact_within_the_budget_and_a_close_sketch_beyond_it():
+def test_bounded_kernel_is_exact_in_row_blocks_and_a_sketch_only_when_one_sample_does_not_fit(monkeypatch):
+    """A budget below the factors of all n samples still gives the exact kernel: built in row
+    blocks, each held while the chunks after it stream past (the factors of all n never held
+    at once); only a budget that one sample's factors do not fit falls back to the sketch."""
+    import onnx_run.ntk.teacher_cache as tc
     from onnx_run.ntk.teacher_cache import bounded_kernel, factor_bytes_per_sample
 
     t = teacher().eval()
@@ -93,9 +97,21 @@ def test_bounded_kernel_is_exact_within_the_budget_and_a_close_sketch_beyond_it(
     k, mode = bounded_kernel(t, x, params=names(t), max_memory_gb=1.0)
     assert mode == "exact" and torch.allclose(k, reference, rtol=1e-4, atol=1e-5)
     per_sample = factor_bytes_per_sample(t, x, params=names(t), cost_rows=60, cost_pairs=60 * 60)
-    tight = 0.5 * per_sample * 60 / 2**30  # half of what the exact factors need
-    sketch, mode = bounded_kernel(t, x, params=names(t), max_memory_gb=tight, directions=1024, seed=0)
-    again, _ = bounded_kernel(t, x, params=names(t), max_memory_gb=tight, directions=1024, seed=0)
+    held, real = [0], tc.kernel_factors
+
+    def counting(model, xs, *args, **kwargs):
+        held[0] += xs.shape[0]
+        return real(model, xs, *args, **kwargs)
+
+    monkeypatch.setattr(tc, "kernel_factors", counting)
+    tight = 0.2 * per_sample * 60 / 2**30  # a fifth of what the factors of all 60 samples take
+    blocked, mode = bounded_kernel(t, x, params=names(t), max_memory_gb=tight)
+    assert mode == "exact" and torch.allclose(blocked, reference, rtol=1e-4, atol=1e-5)
+    assert held[0] > 60 + 2  # some chunks were computed again (each block streams the ones after it)
+    monkeypatch.setattr(tc, "kernel_factors", real)
+    tiny = 0.4 * per_sample / 2**30  # not even one sample's factors
+    sketch, mode = bounded_kernel(t, x, params=names(t), max_memory_gb=tiny, directions=1024, seed=0)
+    again, _ = bounded_kernel(t, x, params=names(t), max_memory_gb=tiny, directions=1024, seed=0)
     assert mode == "features" and torch.equal(sketch, again)  # seeded: reproducible
     assert float((sketch - reference).norm() / reference.norm()) < 0.1
 
@@ -108,7 +124,9 @@ def test_bounded_cache_of_a_frozen_teacher_sketches_what_does_not_fit():
     exact = bounded_cache(t, x)
     assert exact.mode == "exact"
     per_sample = factor_bytes_per_sample(t.eval(), x, params=names(t), cost_rows=60, cost_pairs=3600)
-    sketch = bounded_cache(t, x, max_memory_gb=0.5 * per_sample * 60 / 2**30, directions=1024)
+    blocked = bounded_cache(t, x, max_memory_gb=0.2 * per_sample * 60 / 2**30)
+    assert blocked.mode == "exact" and torch.allclose(blocked.gram(), exact.gram(), rtol=1e-4, atol=1e-5)
+    sketch = bounded_cache(t, x, max_memory_gb=0.4 * per_sample / 2**30, directions=1024)
     idx = torch.arange(20)
     assert sketch.mode == "features"
     ref = exact.kernel(idx)

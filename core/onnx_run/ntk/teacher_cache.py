@@ -121,40 +121,50 @@ class TeacherKernelCache:
 
     @torch.no_grad()
     def _build_exact(self, x_all: Tensor) -> Tensor:
+        """The n x n kernel in row blocks: a block's per-sample factors are held (at most half of
+        ``max_memory_gb``) while the chunks after it are computed again and streamed past it, so
+        the factors of all n samples never need to fit at once. When they do fit, one block: every
+        factor is computed once; otherwise about (blocks + 1) / 2 passes over the data."""
         params = self._params()
         chunks = self._chunks()
-        parts: list[KernelFactors] = []
         budget = self.max_memory_gb * 2**30
-        bar = progress_bar(total=2 * len(chunks), desc="teacher NTK (exact)", enabled=self.progress)
-        for sl in chunks:
-            fac = kernel_factors(
-                self.teacher,
-                x_all[sl],
-                params,
-                self.reduce,
-                structured=self.method == "structured",
-                cost_rows=self.batch_size,
-                cost_pairs=self.batch_size * self.n,
+
+        def factors(sl: slice) -> KernelFactors:
+            return kernel_factors(self.teacher, x_all[sl], params, self.reduce, structured=self.method == "structured",
+                                  cost_rows=self.batch_size, cost_pairs=self.batch_size * self.n)
+
+        first = factors(chunks[0])
+        per_chunk = _factor_bytes(first) / (chunks[0].stop - chunks[0].start) * self.batch_size
+        if per_chunk > budget / 2:
+            raise ValueError(
+                f"building the exact teacher kernel needs {per_chunk / 2**30:.1f} GiB of per-sample factors for one "
+                f"chunk of {self.batch_size} (max_memory_gb={self.max_memory_gb}); use a smaller batch_size, a "
+                "smaller max_exact_n (features mode), or raise max_memory_gb"
             )
-            parts.append(fac)
-            if len(parts) == 1:
-                per_sample = _factor_bytes(fac) / (sl.stop - sl.start)
-                if per_sample * self.n > budget:
-                    bar.close()
-                    raise ValueError(
-                        f"building the exact teacher kernel would hold {per_sample * self.n / 2**30:.1f} GiB "
-                        f"of per-sample factors (max_memory_gb={self.max_memory_gb}); use method='structured', "
-                        "a smaller max_exact_n (features mode), or raise max_memory_gb"
-                    )
-            bar.update(1)
-        full = KernelFactors.cat(parts)
-        del parts
-        rows = []
-        for sl in chunks:
-            rows.append(cross_kernel(full.select(sl), full))
-            bar.update(1)
+        per_block = max(1, int(budget / 2 // per_chunk))  # chunks held at once
+        blocks = [chunks[i:i + per_block] for i in range(0, len(chunks), per_block)]
+        passes = sum(len(chunks) - b * per_block for b in range(len(blocks)))
+        bar = progress_bar(total=passes + len(chunks), desc="teacher NTK (exact)", enabled=self.progress)
+        k: Tensor | None = None
+        for b, block in enumerate(blocks):
+            held = KernelFactors.cat([first if b == 0 and i == 0 else factors(sl) for i, sl in enumerate(block)])
+            first = None  # its memory goes with the block
+            lo, hi = block[0].start, block[-1].stop
+            bar.update(len(block))
+            for sl in block:  # rows of the block against the block, a chunk of rows at a time
+                part = cross_kernel(held.select(slice(sl.start - lo, sl.stop - lo)), held)
+                if k is None:
+                    k = torch.empty((self.n, self.n), dtype=part.dtype, device=part.device)
+                k[sl, lo:hi] = part
+                bar.update(1)
+            for sl in chunks[(b + 1) * per_block:]:  # the chunks after the block, streamed past it
+                part = cross_kernel(held, factors(sl))
+                k[lo:hi, sl] = part
+                k[sl, lo:hi] = part.T
+                bar.update(1)
+            del held
         bar.close()
-        k = torch.cat(rows)
+        assert k is not None
         return 0.5 * (k + k.T)  # exact symmetry; the blocks differ only by round-off
 
     @torch.no_grad()
@@ -243,13 +253,14 @@ def factor_bytes_per_sample(model: nn.Module, x: Tensor, *, reduce: Reduce | Non
 
 
 def bounded_cache(model: nn.Module, x: Tensor, *, reduce: Reduce | None = None,
-                  params: Sequence[str] | None = None, max_memory_gb: float = 8.0, max_exact_n: int = 4096,
+                  params: Sequence[str] | None = None, max_memory_gb: float = 2.0, max_exact_n: int = 4096,
                   directions: int = 128, seed: int = 0, progress: bool = False) -> TeacherKernelCache:
     """A :class:`TeacherKernelCache` of ``model`` on ``x`` that fits ``max_memory_gb``.
 
-    Exact when n <= ``max_exact_n`` and n per-sample factors fit the budget; otherwise the
-    seeded random-feature sketch of the same gradients ("features" mode, R = ``directions``,
-    relative error ~ 1/sqrt(R)). Chunks are sized so one chunk's factors take at most an
+    Exact when n <= ``max_exact_n`` and one chunk's factors fit half the budget (the kernel is
+    built in row blocks, so the factors of all n samples need not fit); otherwise the seeded
+    random-feature sketch of the same gradients ("features" mode, R = ``directions``, relative
+    error ~ 1/sqrt(R)). Chunks are sized so one chunk's factors take at most an
     eighth of the budget: a large teacher (AlexNet on 32 x 32 RGB: ~14 MB per image) or a
     dense-output network (O projected outputs x its parameter count per image) would
     otherwise not fit at all.
@@ -264,7 +275,7 @@ def bounded_cache(model: nn.Module, x: Tensor, *, reduce: Reduce | None = None,
     if chunk != 128:  # the layer forms depend on the chunk size: measure again with the real one
         per_sample = factor_bytes_per_sample(model, x, reduce=reduce, params=params, cost_rows=chunk,
                                              cost_pairs=chunk * n)
-    exact = n <= max_exact_n and per_sample * n <= budget
+    exact = n <= max_exact_n and per_sample * chunk <= budget / 2  # larger than the budget: built in row blocks
     return TeacherKernelCache(model, x, reduce=reduce, params=params, max_exact_n=n if exact else 0,
                               batch_size=chunk, directions=directions, seed=seed, progress=progress,
                               max_memory_gb=max_memory_gb)
