@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CORE_LAYERS: tuple[tuple[str, ...], ...] = (
     ("onnx_run", "onnx_run.errors", "onnx_run.hookspecs", "onnx_run.components", "onnx_run.precision",
-     "onnx_run.progress", "onnx_run.files", "onnx_run.plotstyle"),
+     "onnx_run.progress", "onnx_run.files", "onnx_run.plotstyle", "onnx_run.lazy"),
     ("onnx_run.plugins", "onnx_run.config"),
     ("onnx_run.physics",),
     ("onnx_run.ntk",),

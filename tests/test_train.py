@@ -293,21 +293,47 @@ def test_threads_follow_the_free_cores_and_a_run_keeps_its_count(tmp_path, tiny_
     started with is recorded in run.json and a resume computes with it, whatever the load."""
     import os
 
-    from onnx_run.train.loop import auto_threads
+    import onnx_run.train.loop as loop
 
     cores = len(os.sched_getaffinity(0))
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
-    assert auto_threads() == cores
-    monkeypatch.setattr(os, "getloadavg", lambda: (cores + 3.0, 0.0, 0.0))
-    assert auto_threads() == 1
+    monkeypatch.setattr(loop, "_busy_cores", lambda: 0.0)
+    assert loop.auto_threads() == cores
+    monkeypatch.setattr(loop, "_busy_cores", lambda: cores + 3.0)
+    assert loop.auto_threads() == 1
     out = tmp_path / "runs"
     args = ["--optics", "tiny", "--task", "classification", "--distill", "none", "--out", str(out), "--stages",
             "students", "--set", "train.epochs=1", "--set", "train.max_train=64", "--set", "run.progress=false"]
     assert CliRunner().invoke(cli, args).exit_code == 0
     run_dir = out / "tiny-classification-digits"
     assert json.loads((run_dir / "run.json").read_text())["threads"] == 1
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # the machine is free now
+    monkeypatch.setattr(loop, "_busy_cores", lambda: 0.0)  # the machine is free now
     seen = []
     monkeypatch.setattr(torch, "set_num_threads", seen.append)
     assert CliRunner().invoke(cli, ["--resume", str(run_dir)]).exit_code == 0
     assert seen == [1]
+
+
+def _spin(seconds):
+    import time
+
+    end = time.time() + seconds
+    while time.time() < end:
+        pass
+
+
+def test_a_busy_neighbour_is_seen_at_once():
+    """The busy cores are counted now (runnable tasks), not a minute later (the load average)."""
+    import multiprocessing as mp
+    import time
+
+    from onnx_run.train.loop import _busy_cores
+
+    neighbour = mp.get_context("spawn").Process(target=_spin, args=(5.0,))
+    neighbour.start()
+    try:
+        time.sleep(1.0)  # spawn start-up over: it spins
+        assert _busy_cores() >= 1
+    finally:
+        neighbour.terminate()
+        neighbour.join()
+

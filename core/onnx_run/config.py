@@ -45,7 +45,7 @@ class RunSettings:
     name: str = attrs.field(default="", validator=lambda _i, _a, value: _folder_name(value))
     device: str = attrs.field(default="cpu", validator=v.in_(["cpu", "cuda", "auto"]))
     progress: bool = True
-    #: torch's CPU threads; 0: the cores not kept busy by other processes (train.loop.auto_threads),
+    #: torch's CPU threads; 0: the cores other processes leave free at the start (train.loop.auto_threads),
     #: fixed for the run at its start (run.json), so that a resume computes with the same count
     threads: int = attrs.field(default=0, validator=[v.ge(0), v.le(256)])
     #: autocast dtype of the digital parts (backend, teacher): fp32, bf16 (CPU/CUDA), fp16 (CUDA);

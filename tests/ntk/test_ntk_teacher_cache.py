@@ -84,12 +84,13 @@ def test_invalid_use():
         TeacherKernelCache(t, x, method="exact", max_memory_gb=1e-6, progress=False)
 
 
-def test_bounded_kernel_is_exact_in_row_blocks_and_a_sketch_only_when_one_sample_does_not_fit(monkeypatch):
-    """A budget below the factors of all n samples still gives the exact kernel: built in row
-    blocks, each held while the chunks after it stream past (the factors of all n never held
-    at once); only a budget that one sample's factors do not fit falls back to the sketch."""
+def test_the_cache_is_exact_in_row_blocks_and_a_one_pass_kernel_sketches(monkeypatch):
+    """A budget below the factors of all n samples still gives the teacher cache the exact
+    kernel: built in row blocks, each held while the chunks after it stream past (the factors of
+    all n never held at once); a one-pass kernel (the estimate's) sketches instead, and so does
+    the cache when one sample's factors do not fit."""
     import onnx_run.ntk.teacher_cache as tc
-    from onnx_run.ntk.teacher_cache import bounded_kernel, factor_bytes_per_sample
+    from onnx_run.ntk.teacher_cache import bounded_cache, bounded_kernel, factor_bytes_per_sample
 
     t = teacher().eval()
     x = torch.randn(60, 1, 8, 8)
@@ -105,15 +106,16 @@ def test_bounded_kernel_is_exact_in_row_blocks_and_a_sketch_only_when_one_sample
 
     monkeypatch.setattr(tc, "kernel_factors", counting)
     tight = 0.2 * per_sample * 60 / 2**30  # a fifth of what the factors of all 60 samples take
-    blocked, mode = bounded_kernel(t, x, params=names(t), max_memory_gb=tight)
-    assert mode == "exact" and torch.allclose(blocked, reference, rtol=1e-4, atol=1e-5)
+    blocked = bounded_cache(t, x, params=names(t), max_memory_gb=tight)
+    assert blocked.mode == "exact" and torch.allclose(blocked.gram(), reference, rtol=1e-4, atol=1e-5)
     assert held[0] > 60 + 2  # some chunks were computed again (each block streams the ones after it)
     monkeypatch.setattr(tc, "kernel_factors", real)
-    tiny = 0.4 * per_sample / 2**30  # not even one sample's factors
-    sketch, mode = bounded_kernel(t, x, params=names(t), max_memory_gb=tiny, directions=1024, seed=0)
-    again, _ = bounded_kernel(t, x, params=names(t), max_memory_gb=tiny, directions=1024, seed=0)
-    assert mode == "features" and torch.equal(sketch, again)  # seeded: reproducible
+    sketch, mode = bounded_kernel(t, x, params=names(t), max_memory_gb=tight, directions=1024, seed=0)
+    again, _ = bounded_kernel(t, x, params=names(t), max_memory_gb=tight, directions=1024, seed=0)
+    assert mode == "features" and torch.equal(sketch, again)  # one pass, seeded: reproducible
     assert float((sketch - reference).norm() / reference.norm()) < 0.1
+    tiny = 0.4 * per_sample / 2**30  # not even one sample's factors: the cache sketches too
+    assert bounded_cache(t, x, params=names(t), max_memory_gb=tiny, directions=256).mode == "features"
 
 
 def test_bounded_cache_of_a_frozen_teacher_sketches_what_does_not_fit():

@@ -80,7 +80,7 @@ def average_ntk(build: Callable[[int], HybridModel], x: torch.Tensor, *, reduce,
 
 
 #: bootstrap resamples of the test images behind an estimate's standard error
-BOOTSTRAP_DRAWS = 200
+BOOTSTRAP_DRAWS = 100
 
 ESTIMATE_DEFAULTS = {"inits": 3, "width_multiplier": 4, "max_train": 1000, "max_eval": 400}
 

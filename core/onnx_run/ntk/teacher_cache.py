@@ -60,6 +60,7 @@ class TeacherKernelCache:
         seed: int = 0,
         progress: bool = True,
         max_memory_gb: float = 8.0,
+        hold_fraction: float = 0.5,
     ):
         if method not in _CACHE_METHODS:
             raise ValueError(f"TeacherKernelCache method must be one of {_CACHE_METHODS}, got {method!r}")
@@ -76,6 +77,7 @@ class TeacherKernelCache:
         self.n = int(x_all.shape[0])
         self.progress = progress
         self.max_memory_gb = max_memory_gb
+        self.hold_fraction = hold_fraction
         resolve_params(teacher, self.params)  # validate names early
         check_samplewise(teacher)
         self._kernel: Tensor | None = None
@@ -106,7 +108,7 @@ class TeacherKernelCache:
         teacher.eval()
         obj.teacher, obj.reduce, obj.method = teacher, reduce, method
         obj.params = list(params) if params is not None else [n for n, _ in teacher.named_parameters()]
-        obj.batch_size, obj.progress, obj.max_memory_gb = 128, False, 8.0
+        obj.batch_size, obj.progress, obj.max_memory_gb, obj.hold_fraction = 128, False, 8.0, 0.5
         obj.mode, obj.n, obj.directions = str(state["mode"]), int(state["n"]), int(state["directions"])
         obj._kernel, obj._features = state["kernel"], state["features"]
         if (obj._kernel is None) == (obj._features is None):
@@ -121,13 +123,14 @@ class TeacherKernelCache:
 
     @torch.no_grad()
     def _build_exact(self, x_all: Tensor) -> Tensor:
-        """The n x n kernel in row blocks: a block's per-sample factors are held (at most half of
-        ``max_memory_gb``) while the chunks after it are computed again and streamed past it, so
-        the factors of all n samples never need to fit at once. When they do fit, one block: every
-        factor is computed once; otherwise about (blocks + 1) / 2 passes over the data."""
+        """The n x n kernel in row blocks: a block's per-sample factors are held (at most
+        ``hold_fraction`` of ``max_memory_gb``; the rest for the chunk streamed past it) while the
+        chunks after it are computed again, so the factors of all n samples never need to fit at
+        once. When they do fit, one block: every factor is computed once; otherwise about
+        (blocks + 1) / 2 passes over the data."""
         params = self._params()
         chunks = self._chunks()
-        budget = self.max_memory_gb * 2**30
+        budget = self.max_memory_gb * 2**30 * 2 * self.hold_fraction  # the code below holds budget / 2
 
         def factors(sl: slice) -> KernelFactors:
             return kernel_factors(self.teacher, x_all[sl], params, self.reduce, structured=self.method == "structured",
@@ -141,7 +144,8 @@ class TeacherKernelCache:
                 f"chunk of {self.batch_size} (max_memory_gb={self.max_memory_gb}); use a smaller batch_size, a "
                 "smaller max_exact_n (features mode), or raise max_memory_gb"
             )
-        per_block = max(1, int(budget / 2 // per_chunk))  # chunks held at once
+        per_sample = per_chunk / self.batch_size
+        per_block = len(chunks) if per_sample * self.n <= budget / 2 else max(1, int(budget / 2 // per_chunk))
         blocks = [chunks[i:i + per_block] for i in range(0, len(chunks), per_block)]
         passes = sum(len(chunks) - b * per_block for b in range(len(blocks)))
         bar = progress_bar(total=passes + len(chunks), desc="teacher NTK (exact)", enabled=self.progress)
@@ -254,13 +258,16 @@ def factor_bytes_per_sample(model: nn.Module, x: Tensor, *, reduce: Reduce | Non
 
 def bounded_cache(model: nn.Module, x: Tensor, *, reduce: Reduce | None = None,
                   params: Sequence[str] | None = None, max_memory_gb: float = 2.0, max_exact_n: int = 4096,
-                  directions: int = 128, seed: int = 0, progress: bool = False) -> TeacherKernelCache:
+                  directions: int = 128, seed: int = 0, progress: bool = False,
+                  stream: bool = True) -> TeacherKernelCache:
     """A :class:`TeacherKernelCache` of ``model`` on ``x`` that fits ``max_memory_gb``.
 
-    Exact when n <= ``max_exact_n`` and one chunk's factors fit half the budget (the kernel is
-    built in row blocks, so the factors of all n samples need not fit); otherwise the seeded
-    random-feature sketch of the same gradients ("features" mode, R = ``directions``, relative
-    error ~ 1/sqrt(R)). Chunks are sized so one chunk's factors take at most an
+    Exact when n <= ``max_exact_n`` and one chunk's factors fit half the budget (``stream``: the
+    kernel is built in row blocks, so the factors of all n samples need not fit, at the cost of
+    computing later chunks again: worth it for a teacher kernel that serves every epoch), or,
+    without ``stream``, when the factors of all n fit the budget (one pass); otherwise the
+    seeded random-feature sketch of the same gradients ("features" mode, R = ``directions``,
+    relative error ~ 1/sqrt(R), one pass). Chunks are sized so one chunk's factors take at most an
     eighth of the budget: a large teacher (AlexNet on 32 x 32 RGB: ~14 MB per image) or a
     dense-output network (O projected outputs x its parameter count per image) would
     otherwise not fit at all.
@@ -275,17 +282,20 @@ def bounded_cache(model: nn.Module, x: Tensor, *, reduce: Reduce | None = None,
     if chunk != 128:  # the layer forms depend on the chunk size: measure again with the real one
         per_sample = factor_bytes_per_sample(model, x, reduce=reduce, params=params, cost_rows=chunk,
                                              cost_pairs=chunk * n)
-    exact = n <= max_exact_n and per_sample * chunk <= budget / 2  # larger than the budget: built in row blocks
+    fits = per_sample * chunk <= budget / 2 if stream else per_sample * n <= budget
+    exact = n <= max_exact_n and fits
     return TeacherKernelCache(model, x, reduce=reduce, params=params, max_exact_n=n if exact else 0,
                               batch_size=chunk, directions=directions, seed=seed, progress=progress,
-                              max_memory_gb=max_memory_gb)
+                              max_memory_gb=max_memory_gb, hold_fraction=0.5 if stream else 1.0)
 
 
 def bounded_kernel(model: nn.Module, x: Tensor, *, reduce: Reduce | None = None,
                    params: Sequence[str] | None = None, max_memory_gb: float = 2.0, directions: int = 256,
                    seed: int = 0, progress: bool = False) -> tuple[Tensor, str]:
-    """The n x n trace NTK of ``model`` on ``x`` within a memory budget: (kernel, mode); see
-    :func:`bounded_cache` (exact whenever the factors fit, whatever n)."""
+    """The n x n trace NTK of ``model`` on ``x`` within a memory budget, in one pass over ``x``:
+    (kernel, mode); see :func:`bounded_cache` (exact whenever the factors of all n fit, whatever
+    n; else the sketch)."""
     cache = bounded_cache(model, x, reduce=reduce, params=params, max_memory_gb=max_memory_gb,
-                          max_exact_n=int(x.shape[0]), directions=directions, seed=seed, progress=progress)
+                          max_exact_n=int(x.shape[0]), directions=directions, seed=seed, progress=progress,
+                          stream=False)
     return cache.gram(), cache.mode

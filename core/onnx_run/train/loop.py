@@ -54,19 +54,37 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _busy_cores() -> float:
+    """Cores other processes keep busy now: the runnable tasks in /proc/loadavg, less this one,
+    the least of five looks 20 ms apart (a passing spike is no neighbour). The load average
+    would lag a minute behind (a job that just ended would still count); it is the fallback
+    where there is no /proc."""
+    import os
+
+    try:
+        looks = []
+        for i in range(5):
+            with open("/proc/loadavg") as fh:
+                looks.append(int(fh.read().split()[3].split("/")[0]) - 1)
+            if i < 4:
+                time.sleep(0.02)
+        return float(max(0, min(looks)))
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0]
+        except OSError:  # no load average on this platform
+            return 0.0
+
+
 def auto_threads() -> int:
     """torch's CPU threads for ``run.threads = 0``: the cores this process may use, less those
-    other processes keep busy (the 1-minute load average), at least 1. torch's own default, one
-    thread per core, fights any neighbour for the cores: on a busy 2-core machine the LeNet
-    teacher trained 10-15x slower with 2 threads than with 1 (benchmarks/bench_threads.py)."""
+    other processes keep busy now, at least 1. torch's own default, one thread per core, fights
+    any neighbour for the cores: beside 2 busy processes on 2 cores, 2 threads trained 1.9-3x
+    slower than 1 (benchmarks/bench_threads.py)."""
     import os
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:  # no load average on this platform
-        busy = 0.0
-    return max(1, min(cores, cores - round(busy)))
+    return max(1, min(cores, cores - round(_busy_cores())))
 
 
 def apply_threads(threads: int) -> int:

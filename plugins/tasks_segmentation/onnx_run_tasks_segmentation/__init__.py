@@ -4,8 +4,10 @@ Public API: :class:`SegmentationTask`, :class:`SegmentationConfig`, :func:`save_
 :func:`threshold_baseline`, :class:`UNet`, :class:`UpConvDecoder`.
 """
 
-#: public name -> the module that defines it
-_PUBLIC = {
+from onnx_run.lazy import lazy_exports
+
+#: public name -> the module that defines it (imported on first use: importing the package stays light)
+__getattr__, __all__ = lazy_exports(__name__, {
     "PRESETS": "onnx_run_tasks_segmentation.config",
     "SEGMENTATION_DATASETS": "onnx_run_tasks_segmentation.config",
     "SegmentationConfig": "onnx_run_tasks_segmentation.config",
@@ -16,14 +18,4 @@ _PUBLIC = {
     "save_mask_figure": "onnx_run_tasks_segmentation.figures",
     "segmentation_scores": "onnx_run_tasks_segmentation.metrics",
     "threshold_baseline": "onnx_run_tasks_segmentation.metrics",
-}
-
-__all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str):  # the public API, imported on first use: importing the package stays light
-    import importlib
-
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+})
