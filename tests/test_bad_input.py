@@ -271,6 +271,10 @@ def _plugin_changed_since(run: Path) -> None:
     torch.save(state, best)
 
 
+def _toml(id, text, *expect) -> Case:  # noqa: A002 - a mistake in a config file given with --config
+    return _c(id, [*DRY, "--config", "{tmp}/c.toml"], *expect, setup=_write("c.toml", text))
+
+
 def _c(id, argv, *expect, setup=None, env=None, may_change=()) -> Case:  # noqa: A002
     return Case(id, list(argv), tuple(expect), setup, env or {}, frozenset(may_change))
 
@@ -302,29 +306,23 @@ CASES: list[Case] = [
     # -- config files ------------------------------------------------------------------------
     _c("config-missing", [*DRY, "--config", "{tmp}/nope.toml"], "nope.toml", "not found"),
     _c("config-folder", [*DRY, "--config", "{tmp}"], "{tmp}", "is a directory"),
-    _c("config-bad-toml", [*DRY, "--config", "{tmp}/c.toml"], "c.toml", "TOML",
-       setup=_write("c.toml", "[train\nepochs = 3\n")),
-    _c("config-binary", [*DRY, "--config", "{tmp}/c.toml"], "c.toml", setup=_write("c.toml", b"\xff\xfe\x00\x01")),
-    _c("config-unknown-section", [*DRY, "--config", "{tmp}/c.toml"], "'trian'", "allowed sections",
-       setup=_write("c.toml", "[trian]\nepochs = 3\n")),
-    _c("config-unknown-key", [*DRY, "--config", "{tmp}/c.toml"], "train: unknown key 'epoch'", "allowed keys",
-       setup=_write("c.toml", "[train]\nepoch = 3\n")),
-    _c("config-wrong-type", [*DRY, "--config", "{tmp}/c.toml"], "train.epochs", "integer",
-       setup=_write("c.toml", "[train]\nepochs = \"ten\"\n")),
-    _c("config-section-not-table", [*DRY, "--config", "{tmp}/c.toml"], "train", "table",
-       setup=_write("c.toml", "train = 3\n")),
-    _c("config-errors-not-list", [*DRY, "--config", "{tmp}/c.toml"], "fabricate.errors", "list",
-       setup=_write("c.toml", "[fabricate]\nerrors = \"brightness\"\n")),
-    _c("config-error-without-name", [*DRY, "--config", "{tmp}/c.toml"], "fabricate.errors[0]", "'name'",
-       setup=_write("c.toml", "[fabricate]\nerrors = [{sigma = 0.1}]\n")),
-    _c("config-error-unknown", [*DRY, "--config", "{tmp}/c.toml"], "fabricate.errors[0]", "dust", "registered",
-       setup=_write("c.toml", "[fabricate]\nerrors = [{name = \"dust\"}]\n")),
-    _c("config-error-bad-key", [*DRY, "--config", "{tmp}/c.toml"], "fabricate.errors[0]", "sigmaa",
-       setup=_write("c.toml", "[fabricate]\nerrors = [{name = \"brightness\", sigmaa = 0.1}]\n")),
-    _c("config-error-negative", [*DRY, "--config", "{tmp}/c.toml"], "fabricate.errors[0]", "sigma",
-       setup=_write("c.toml", "[fabricate]\nerrors = [{name = \"brightness\", sigma = -0.1}]\n")),
-    _c("config-error-needs-capability", [*DRY, "--config", "{tmp}/c.toml"], "phase-quantisation", "tiny",
-       setup=_write("c.toml", "[fabricate]\nerrors = [{name = \"phase-quantisation\", bits = 4}]\n")),
+    _toml("config-bad-toml", "[train\nepochs = 3\n", "c.toml", "TOML"),
+    _toml("config-binary", b"\xff\xfe\x00\x01", "c.toml"),
+    _toml("config-unknown-section", "[trian]\nepochs = 3\n", "'trian'", "allowed sections"),
+    _toml("config-unknown-key", "[train]\nepoch = 3\n", "train: unknown key 'epoch'", "allowed keys"),
+    _toml("config-wrong-type", "[train]\nepochs = \"ten\"\n", "train.epochs", "integer"),
+    _toml("config-section-not-table", "train = 3\n", "train", "table"),
+    _toml("config-errors-not-list", "[fabricate]\nerrors = \"brightness\"\n", "fabricate.errors", "list"),
+    _toml("config-error-without-name", "[fabricate]\nerrors = [{sigma = 0.1}]\n", "fabricate.errors[0]",
+          "'name'"),
+    _toml("config-error-unknown", "[fabricate]\nerrors = [{name = \"dust\"}]\n", "fabricate.errors[0]", "dust",
+          "registered"),
+    _toml("config-error-bad-key", "[fabricate]\nerrors = [{name = \"brightness\", sigmaa = 0.1}]\n",
+          "fabricate.errors[0]", "sigmaa"),
+    _toml("config-error-negative", "[fabricate]\nerrors = [{name = \"brightness\", sigma = -0.1}]\n",
+          "fabricate.errors[0]", "sigma"),
+    _toml("config-error-needs-capability", "[fabricate]\nerrors = [{name = \"phase-quantisation\", bits = 4}]\n",
+          "phase-quantisation", "tiny"),
     # -- --set ---------------------------------------------------------------------------------
     _c("set-no-equals", [*DRY, "--set", "train.epochs"], "--set 'train.epochs'", "expected section.key=value"),
     _c("set-no-section", [*DRY, "--set", "epochs=3"], "--set epochs", "expected section.key=value"),
@@ -350,7 +348,8 @@ CASES: list[Case] = [
     _c("set-hidden-zero", [*DRY, "--set", "task.hidden=0"], "task.hidden", ">= 1"),
     _c("set-threads", [*DRY, "--set", "run.threads=-1"], "run.threads", ">= 0"),
     _c("set-precision", [*DRY, "--set", "run.precision=fp8"], "run.precision", "fp32"),
-    _c("set-run-name-path", [*DRY, "--set", "run.name=../escape"], "run.name", "must be one folder name", "'../escape'"),
+    _c("set-run-name-path", [*DRY, "--set", "run.name=../escape"], "run.name", "must be one folder name",
+       "'../escape'"),
     _c("set-seed-negative", [*DRY, "--set", "run.seed=-1"], "run.seed", ">= 0"),
     _c("set-optics-key", [*DRY, "--set", "optics.kernels=3"], "optics: unknown key 'kernels'", "allowed keys"),
     _c("set-optics-zero", [*DRY, "--set", "optics.num_kernels=0"], "optics.num_kernels", ">= 1"),
@@ -452,7 +451,8 @@ CASES: list[Case] = [
        setup=_edit_run(lambda run: (run / "stages.json").write_text("{}"))),
     _c("resume-truncated-checkpoint", ["--resume", "{run}", "--stages", "students"], "last.pt",
        "cannot be read", "delete it", setup=_edit_run(_spoil_last_checkpoint), may_change={"run/stages.json"}),
-    _c("fabricate-plugin-changed", ["fabricate", "{run}", "--name", "later", "--seed", "5"], "best.pt", "parameter names do not match",
+    _c("fabricate-plugin-changed", ["fabricate", "{run}", "--name", "later", "--seed", "5"], "best.pt",
+       "parameter names do not match",
        "the optics or task code changed", setup=_edit_run(_plugin_changed_since)),
     _c("report-not-a-run", ["report", "{tmp}"], "no config.toml"),
     _c("realise-missing", ["realise", "{tmp}/nowhere"], "nowhere", "no config.toml"),
@@ -482,7 +482,8 @@ CASES: list[Case] = [
        setup=_psfs("small")),
     _c("psfs-rank", ["fabricate", "{run}", "--measured-psfs", "{tmp}/psfs", "--name", "m"], "k0.npy", "2-D image",
        setup=_psfs("rank")),
-    _c("psfs-zero", ["fabricate", "{run}", "--measured-psfs", "{tmp}/psfs", "--name", "m"], "k0.npy", "empty after background",
+    _c("psfs-zero", ["fabricate", "{run}", "--measured-psfs", "{tmp}/psfs", "--name", "m"], "k0.npy",
+       "empty after background",
        setup=_psfs("zero")),
     _c("psfs-missing-kernel", ["fabricate", "{run}", "--measured-psfs", "{tmp}/psfs", "--name", "m"],
        "manifest.json", "kernels 0..3", setup=_psfs("missing-kernel")),
@@ -536,7 +537,8 @@ CASES: list[Case] = [
     _c("estimate-sweep-form", [*BASE, "estimate", "--sweep", "num_kernels=1,2"][4:] + ["--optics", "tiny", "--sweep",
                                                                                         "num_kernels=1,2"],
        "--sweep", "SECTION.KEY=V1,V2"),
-    _c("estimate-sweep-key", ["estimate", "--optics", "tiny", "--sweep", "optics.kernels=1,2"], "optics: unknown key 'kernels'",
+    _c("estimate-sweep-key", ["estimate", "--optics", "tiny", "--sweep", "optics.kernels=1,2"],
+       "optics: unknown key 'kernels'",
        "allowed keys"),
     _c("estimate-sweep-value", ["estimate", "--optics", "tiny", "--sweep", "optics.num_kernels=1,0"],
        "optics.num_kernels", ">= 1"),
@@ -544,7 +546,8 @@ CASES: list[Case] = [
     _c("compare-resume-missing", ["compare", "--resume", "{tmp}/nowhere"], "nowhere"),
     _c("config-show-bad-key", ["config", "show", "--set", "train.epoch=3"], "train: unknown key 'epoch'",
        "allowed keys"),
-    _c("teacher-train-bad-ckpt", ["teacher", "train", "--optics", "tiny", "--distill", "none", "--teacher-checkpoint", "{tmp}/t.pt"],
+    _c("teacher-train-bad-ckpt", ["teacher", "train", "--optics", "tiny", "--distill", "none",
+                                   "--teacher-checkpoint", "{tmp}/t.pt"],
        "t.pt", "not a torch checkpoint", setup=_write("t.pt", "text")),
     # -- plugins: their components' settings, their commands, a plugin that breaks the rules ----
     _c("plugin-4f-phase-bits", ["--optics", "4f", "--task", "classification", "--dry-run",
@@ -735,6 +738,7 @@ def test_a_diverging_training_says_which_learning_rate_and_what_was_kept(tmp_pat
     code, text = _invoke([*DRY, "--set", "train.lr=inf"])
     check_one_line(code, text, ("train.lr", "finite"))
     code, text = _invoke([*RUN, "--out", str(tmp_path / "runs"), "--set", "train.lr=1e30",
-                          "--set", "train.optics_lr=1e30", "--set", "train.optimizer=sgd", "--set", "train.batch_size=16"])
+                          "--set", "train.optics_lr=1e30", "--set", "train.optimizer=sgd",
+                          "--set", "train.batch_size=16"])
     check_one_line(code, text, ("the loss became", "(lr 1e+30, optics lr 1e+30)", "allowed: a lower learning rate"))
     assert "last good checkpoint" not in text
