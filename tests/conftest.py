@@ -5,19 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import onnx_run
 from onnx_run.plugins import register_plugin, reset_plugin_manager, unregister_plugin
-from onnx_run.testing import TinyOptics, TinyOpticsConfig
-
-
-class TinyOpticsPlugin:
-    """The reference optics onnx_run.testing ships, registered as ``tiny``."""
-
-    __name__ = "tiny-optics"
-
-    @onnx_run.hookimpl
-    def register_optics(self, register):
-        register("tiny", TinyOptics, config=TinyOpticsConfig, description="tiny test optics")
+from onnx_run.testing import tiny_optics_plugin
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +20,7 @@ def _isolated(tmp_path_factory, monkeypatch):
 
 @pytest.fixture
 def tiny_optics():
-    register_plugin(TinyOpticsPlugin(), name="tiny-optics")
+    register_plugin(tiny_optics_plugin(), name="tiny-optics")
     yield "tiny"
     try:
         unregister_plugin("tiny-optics")

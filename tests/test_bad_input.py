@@ -571,6 +571,8 @@ CASES: list[Case] = [
        "onnx-run-pinhole: exists", "does not exist yet", setup=_write("onnx-run-pinhole/keep.txt", "mine")),
     _c("plugin-new-kind", ["plugin", "new", "pinhole", "--kind", "camera", "--out", "{tmp}"], "--kind",
        "'camera'"),
+    _c("plugin-new-out-file", ["plugin", "new", "pinhole", "--kind", "optics", "--out", "{tmp}/f/sub"], "--out",
+       "is a file, not a folder", setup=_write("f", "keep")),
     _c("plugin-new-keyword", ["plugin", "new", "class", "--kind", "loss", "--out", "{tmp}"], "'class'", "keyword"),
     # -- plugins and the environment ---------------------------------------------------------
     _c("cuda-without-cuda", [*DRY, "--device", "cuda"], "run.device", "cuda"),

@@ -17,6 +17,7 @@ import click
 
 from onnx_run import __version__
 from onnx_run.errors import UserError
+from onnx_run.scaffold import KINDS as SCAFFOLD_KINDS
 
 
 def _registered(kind: str) -> list[str]:
@@ -80,14 +81,17 @@ class OnnxRunGroup(click.Group):
 _FILE_SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 
 
-def _file_system_error(exc: OSError) -> str:
+def _file_system_error(exc: OSError, run_dir: Path | None = None) -> str:
     """One line for a write the file system refused. Every file onnx-run writes is written
-    whole or not at all (onnx_run.files), so what exists is intact and the command can run again."""
+    whole or not at all (onnx_run.files), so what exists is intact and the command can run again;
+    a run that got a ``run_dir`` continues from it (none left: nothing was written)."""
     where = exc.filename or "a file"
     fix = ("free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
            else "allowed: a folder you can write to")
-    return (f"{where}: {exc.strerror or exc}; nothing was half-written: {fix}, then run the same command again "
-            f"(a run continues where it stopped: onnx-run --resume RUN_DIR)")
+    if run_dir is not None and not run_dir.exists():
+        return f"{where}: {exc.strerror or exc}; nothing was written: {fix}"
+    then = f"onnx-run --resume {run_dir}" if run_dir is not None else "the same command again (a run: --resume RUN_DIR)"
+    return f"{where}: {exc.strerror or exc}; nothing was half-written: {fix}, then {then}"
 
 
 def config_options(fn: Callable) -> Callable:
@@ -204,11 +208,7 @@ def cli(ctx: click.Context, resume, stages, teacher_checkpoint, dry_run, quiet, 
     except OSError as exc:
         if exc.errno not in _FILE_SYSTEM_ERRNOS:
             raise
-        text = _file_system_error(exc).replace("RUN_DIR", str(pipe.run_dir))
-        if not pipe.run_dir.exists():
-            text = text.split("; nothing was half-written")[0] + "; nothing was written: " + \
-                ("free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "allowed: a folder you can write to")
-        raise UserError(text) from None
+        raise UserError(_file_system_error(exc, pipe.run_dir)) from None
     finally:
         shutdown()
     results = pipe.run_dir / "results.md"
@@ -491,7 +491,7 @@ def robustness_cmd(run_dir, error_spec, key, values, methods) -> None:
     import math
 
     from onnx_run.config import parse_value
-    from onnx_run.fabrication.device import build_error_models, check_capabilities, parse_error_spec
+    from onnx_run.fabrication.device import check_capabilities, parse_error_spec
     from onnx_run.report.figures import robustness_figure
     from onnx_run.report.tables import fmt, mean_std
     from onnx_run.files import write_json
@@ -504,8 +504,7 @@ def robustness_cmd(run_dir, error_spec, key, values, methods) -> None:
         raise UserError(f"--values {values!r}: expected comma-separated finite numbers, e.g. 0,0.1,0.2")
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     specs = [{**base, key: mag} for mag in mags]
-    for spec in specs:
-        build_error_models([spec], key="--error-model")  # validate every point first
+    for spec in specs:  # every point's table and what it needs of the optics, before any work
         check_capabilities([spec], pipe.optics_capabilities, pipe.cfg.optics.name, key="--error-model")
     points = []
     primary = pipe.task.primary_metric
@@ -538,8 +537,7 @@ def plugin_group() -> None:
 
 @plugin_group.command("new")
 @click.argument("name")
-@click.option("--kind", required=True, type=click.Choice(["optics", "task", "teacher", "error-model", "loss"]),
-              help="what the plugin registers")
+@click.option("--kind", required=True, type=click.Choice(list(SCAFFOLD_KINDS)), help="what the plugin registers")
 @click.option("--out", "out_dir", default=".", show_default=True, type=click.Path(file_okay=False),
               help="folder the package folder onnx-run-NAME/ is written under")
 def plugin_new(name: str, kind: str, out_dir: str) -> None:

@@ -15,8 +15,14 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "save_array", "save_arrays", "save_figure",
-           "write_json"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "file_in_the_way", "save_array", "save_arrays",
+           "save_figure", "write_json"]
+
+
+def file_in_the_way(folder: str | Path) -> Path | None:
+    """The file (not a folder) at ``folder`` or above it that would stop it being created, if any."""
+    folder = Path(folder)
+    return next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ import torch
 from onnx_run.components import HybridModel
 from onnx_run.config import RunConfig, load_toml, resolve
 from onnx_run.errors import UserError
-from onnx_run.files import atomic_write_text, write_json
+from onnx_run.files import atomic_write_text, file_in_the_way, write_json
 from onnx_run.precision import check_precision
 from onnx_run.train.loop import (Output, Recipe, TrainData, Trainee, Training, apply_threads, resolve_device,
                                   seed_everything)
@@ -115,8 +115,7 @@ class Pipeline:
     def check(self) -> None:
         """Refuse, writing nothing, a run directory this run cannot use: a file in the way, a
         different config, an edited config.toml or other versions since the run started."""
-        blocked = next((p for p in (self.run_dir, *self.run_dir.parents) if p.exists() and not p.is_dir()), None)
-        if blocked is not None:
+        if file_in_the_way(self.run_dir) is not None:
             _make_folder(self.run_dir)  # says why, in the words every folder option uses
         path = self.run_dir / "config.toml"
         text = self.cfg.to_toml()
@@ -692,7 +691,7 @@ def _check_unchanged(started: Path, now: dict[str, Any]) -> None:
 def _make_folder(folder: Path, key: str = "--out / run.out") -> None:
     """Create ``folder``, or one line naming ``key`` and why it cannot be (a file in the way, no
     permission, a full disk): exit 2, nothing written."""
-    blocked = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    blocked = file_in_the_way(folder)
     if blocked is not None:
         raise UserError(f"{key}: {blocked} is a file, not a folder; allowed: a folder (it is created "
                         f"if missing) or a path that does not exist yet")

@@ -8,7 +8,10 @@ import functools
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-__all__ = ["STYLE_SHEET", "styled"]
+__all__ = ["METHOD_COLOURS", "STYLE_SHEET", "styled"]
+
+#: one colour per training method (and the teacher) in every figure
+METHOD_COLOURS = {"none": "tab:gray", "kd": "tab:orange", "ntkd": "tab:blue", "e2e": "tab:green", "teacher": "k"}
 
 #: the style sheet (a matplotlib ``.mplstyle`` file shipped in the package)
 STYLE_SHEET = Path(__file__).parent / "data" / "onnx-run.mplstyle"

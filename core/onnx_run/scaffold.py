@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from onnx_run.errors import UserError
+from onnx_run.files import file_in_the_way
 
 __all__ = ["KINDS", "new_plugin"]
 
@@ -60,9 +61,9 @@ def new_plugin(name: str, kind: str, out_dir: Path) -> Path:
     target = out_dir / names["dist"]
     if target.exists():
         raise UserError(f"{target}: exists; allowed: a folder that does not exist yet (nothing was written)")
-    blocked = next((p for p in (out_dir, *out_dir.parents) if p.exists() and not p.is_dir()), None)
+    blocked = file_in_the_way(out_dir)
     if blocked is not None:
-        raise UserError(f"--out {out_dir}: {blocked} is a file, not a folder")
+        raise UserError(f"--out {out_dir}: {blocked} is a file, not a folder; allowed: a folder (created if missing)")
     files: dict[str, str] = {}
     for template in sorted((TEMPLATES / "common").glob("*.tmpl")) + sorted((TEMPLATES / kind).glob("*.tmpl")):
         stem = template.name[:-len(".tmpl")]

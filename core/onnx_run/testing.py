@@ -104,7 +104,7 @@ class _TinyOpticsPlugin:
 
     @hookimpl
     def register_optics(self, register: Any) -> None:
-        register("tiny", TinyOptics, config=TinyOpticsConfig, description="tiny reference optics (onnx_run.testing)")
+        register("tiny", TinyOptics, config=TinyOpticsConfig, description="tiny test optics")
 
 
 def tiny_optics_plugin() -> Any:

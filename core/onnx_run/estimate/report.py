@@ -9,7 +9,7 @@ import numpy as np
 
 from onnx_run.config import RunConfig
 from onnx_run.files import atomic_write_text, save_figure, write_json
-from onnx_run.plotstyle import styled
+from onnx_run.plotstyle import METHOD_COLOURS, styled
 
 
 def estimate_dir(cfg: RunConfig) -> Path:
@@ -39,10 +39,6 @@ def write_estimate(cfg: RunConfig, rows: list[dict[str, Any]]) -> Path:
     if len(rows) > 1:
         plot_estimate(out / "estimate.png", rows)
     return out
-
-
-#: colours of the trained students overlaid on an estimate curve (as in the report's figures)
-_METHOD_COLOURS = {"none": "tab:gray", "kd": "tab:orange", "ntkd": "tab:blue", "e2e": "tab:green"}
 
 
 @styled
@@ -75,7 +71,7 @@ def plot_estimate(path: Path, rows: list[dict[str, Any]], trained: dict[str, lis
         mean = float(np.mean(values)) * 100
         std = float(np.std(values, ddof=1)) * 100 if len(values) > 1 else 0.0
         x = trained_x * (1.07 + 0.06 * i) if isinstance(trained_x, (int, float)) else trained_x  # beside the design
-        ax.errorbar([x], [mean], yerr=[std], fmt="s", color=_METHOD_COLOURS.get(method, f"C{i + 3}"),
+        ax.errorbar([x], [mean], yerr=[std], fmt="s", color=METHOD_COLOURS.get(method, f"C{i + 3}"),
                     alpha=0.9, label=f"trained {method} (mean ± std, {len(values)} seed{'s' * (len(values) > 1)})")
         low, high = min(low, mean - std), max(high, mean + std)
     if high - low < 5:  # at least 5 points of range

@@ -14,9 +14,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from onnx_run.files import save_figure  # noqa: E402
-from onnx_run.plotstyle import styled  # noqa: E402
+from onnx_run.plotstyle import METHOD_COLOURS, styled  # noqa: E402
 
-METHOD_COLOURS = {"none": "tab:gray", "kd": "tab:orange", "ntkd": "tab:blue", "e2e": "tab:green", "teacher": "k"}
 
 
 def _seed_band(rows_per_seed: list[list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -17,6 +17,14 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         torch.save(state, tmp)
 
 
+class UnreadableCheckpoint(UserError):
+    """A checkpoint torch cannot read safely; ``why`` says why in a few words."""
+
+    def __init__(self, path: Path, why: str):
+        super().__init__(f"checkpoint {path}: {why}; allowed: a file written by torch.save(model.state_dict(), path)")
+        self.path, self.why = path, why
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint without unpickling arbitrary objects (weights_only=True)."""
     try:
@@ -24,8 +32,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     except FileNotFoundError:
         raise UserError(f"checkpoint {path}: not found") from None
     except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file is a user error
-        raise UserError(f"checkpoint {path}: {_why_unreadable(exc)}; allowed: a file written by "
-                        f"torch.save(model.state_dict(), path)") from None
+        raise UnreadableCheckpoint(path, _why_unreadable(exc)) from None
 
 
 def _why_unreadable(exc: Exception) -> str:

@@ -29,7 +29,7 @@ from onnx_run.precision import autocast, check_precision, float32_region, make_g
 from onnx_run.progress import bar as progress_bar
 from onnx_run.progress import log_line
 from onnx_run.train import distributed as dist
-from onnx_run.train.checkpoint import load_checkpoint, save_checkpoint
+from onnx_run.train.checkpoint import UnreadableCheckpoint, load_checkpoint, save_checkpoint
 
 
 class TrainingDiverged(UserError):
@@ -56,18 +56,18 @@ def resolve_device(name: str) -> torch.device:
 
 def _busy_cores() -> float:
     """Cores other processes keep busy now: the runnable tasks in /proc/loadavg, less this one,
-    the least of five looks 20 ms apart (a passing spike is no neighbour). The load average
+    the least of three looks 10 ms apart (a passing spike is no neighbour). The load average
     would lag a minute behind (a job that just ended would still count); it is the fallback
     where there is no /proc."""
     import os
 
     try:
         looks = []
-        for i in range(5):
+        for i in range(3):
             with open("/proc/loadavg") as fh:
                 looks.append(int(fh.read().split()[3].split("/")[0]) - 1)
-            if i < 4:
-                time.sleep(0.02)
+            if i < 2:
+                time.sleep(0.01)
         return float(max(0, min(looks)))
     except (OSError, ValueError, IndexError):
         try:
@@ -406,8 +406,8 @@ class _Loop:
                 if self.scaler.is_enabled() and "scaler" in state:
                     self.scaler.load_state_dict(state["scaler"])
                 torch.set_rng_state(state["rng"])
-            except (UserError, KeyError, TypeError, ValueError, RuntimeError) as exc:
-                why = str(exc).split(": ", 1)[-1].split("; allowed")[0] if isinstance(exc, UserError) else \
+            except (UnreadableCheckpoint, KeyError, TypeError, ValueError, RuntimeError) as exc:
+                why = exc.why if isinstance(exc, UnreadableCheckpoint) else \
                     f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]}"
                 raise UserError(f"{self.last_path}: this training's last checkpoint cannot be read ({why}); "
                                 f"delete it to redo this training from its start, then --resume") from None
