@@ -30,7 +30,7 @@ from click.testing import CliRunner
 from onnx_run.cli import main
 
 BASE = ["--optics", "tiny", "--task", "classification", "--distill", "none"]
-DRY = [*BASE, "--dry-run"]
+DRY = [*BASE, "--check"]
 SMALL = ["--set", "train.epochs=1", "--set", "train.max_train=64", "--set", "run.progress=false",
          "--set", "fabricate.student=none", "--set", "finetune.epochs=1", "--set", "finetune.methods=none,e2e"]
 
@@ -154,7 +154,7 @@ def _carvana(kind: str) -> Callable[[Path, Path], None]:
     return setup
 
 
-SEG = ["--optics", "tiny", "--task", "segmentation", "--distill", "none", "--dry-run", "--dataset", "carvana",
+SEG = ["--optics", "tiny", "--task", "segmentation", "--distill", "none", "--check", "--dataset", "carvana",
        "--set", "task.data_dir={tmp}/carvana"]
 
 
@@ -281,13 +281,13 @@ def _c(id, argv, *expect, setup=None, env=None, may_change=()) -> Case:  # noqa:
 
 CASES: list[Case] = [
     # -- the command line --------------------------------------------------------------------
-    _c("unknown-optics", ["--optics", "nosuch", "--task", "classification", "--dry-run"],
+    _c("unknown-optics", ["--optics", "nosuch", "--task", "classification", "--check"],
        "unknown optics 'nosuch'", "registered: "),
-    _c("unknown-task", ["--optics", "tiny", "--task", "nosuch", "--dry-run"], "unknown task 'nosuch'", "registered: "),
+    _c("unknown-task", ["--optics", "tiny", "--task", "nosuch", "--check"], "unknown task 'nosuch'", "registered: "),
     _c("unknown-teacher", [*DRY, "--teacher", "nosuch"], "unknown teacher 'nosuch'", "registered: "),
-    _c("unknown-distill", ["--optics", "tiny", "--task", "classification", "--distill", "none,nosuch", "--dry-run"],
+    _c("unknown-distill", ["--optics", "tiny", "--task", "classification", "--distill", "none,nosuch", "--check"],
        "unknown distillation loss 'nosuch'", "registered: "),
-    _c("empty-distill", ["--optics", "tiny", "--task", "classification", "--distill", ",", "--dry-run"],
+    _c("empty-distill", ["--optics", "tiny", "--task", "classification", "--distill", ",", "--check"],
        "students.methods", "e.g. none,kd,ntkd"),
     _c("seeds-zero", [*DRY, "--seeds", "0"], "run.seeds", ">= 1"),
     _c("seeds-negative", [*DRY, "--seeds", "-3"], "run.seeds", ">= 1"),
@@ -354,11 +354,11 @@ CASES: list[Case] = [
     _c("set-optics-key", [*DRY, "--set", "optics.kernels=3"], "optics: unknown key 'kernels'", "allowed keys"),
     _c("set-optics-zero", [*DRY, "--set", "optics.num_kernels=0"], "optics.num_kernels", ">= 1"),
     _c("set-optics-channels", [*DRY, "--set", "optics.channels=2"], "optics.channels", "[1, 3]"),
-    _c("set-4f-wavelength", ["--optics", "4f", "--task", "classification", "--dry-run",
+    _c("set-4f-wavelength", ["--optics", "4f", "--task", "classification", "--check",
                              "--set", "optics.wavelength_nm=-532"], "optics.wavelength_nm", "> 0"),
-    _c("set-4f-mask", ["--optics", "4f", "--task", "classification", "--dry-run", "--set", "optics.mask=glass"],
+    _c("set-4f-mask", ["--optics", "4f", "--task", "classification", "--check", "--set", "optics.mask=glass"],
        "optics.mask", "phase"),
-    _c("set-4f-wavelength-nan", ["--optics", "4f", "--task", "classification", "--dry-run",
+    _c("set-4f-wavelength-nan", ["--optics", "4f", "--task", "classification", "--check",
                                  "--set", "optics.wavelength_nm=nan"], "optics.wavelength_nm", "finite"),
     _c("set-methods-unknown", [*DRY, "--set", "students.methods=none,bogus"], "bogus", "registered"),
     _c("set-methods-empty", [*DRY, "--set", "students.methods="], "students.methods", "e.g. none,kd,ntkd"),
@@ -370,9 +370,9 @@ CASES: list[Case] = [
     _c("set-finetune-method", [*DRY, "--set", "finetune.methods=none,magic"], "finetune.methods", "'magic'",
        "allowed: none, e2e"),
     _c("set-lr-grid", [*DRY, "--set", "finetune.lr_grid=0.01,-1"], "finetune.lr_grid", "> 0"),
-    _c("set-kd-temperature", ["--optics", "tiny", "--task", "classification", "--distill", "kd", "--dry-run",
+    _c("set-kd-temperature", ["--optics", "tiny", "--task", "classification", "--distill", "kd", "--check",
                               "--set", "distill.kd.temperature=0"], "distill.kd.temperature", "> 0"),
-    _c("set-kd-folds", ["--optics", "tiny", "--task", "classification", "--distill", "kd", "--dry-run",
+    _c("set-kd-folds", ["--optics", "tiny", "--task", "classification", "--distill", "kd", "--check",
                         "--set", "distill.kd.folds=1"], "distill.kd.folds", "from 2 to 20"),
     _c("set-distill-unknown", [*DRY, "--set", "distill.magic.beta=1"], "distill.magic", "registered"),
     _c("set-teacher-width", [*DRY, "--set", "teacher.conv1=0"], "teacher.conv1", ">= 1"),
@@ -424,7 +424,7 @@ CASES: list[Case] = [
     _c("carvana-extra-mask", SEG, "ghost_01_mask.png", "matches no image", setup=_carvana("extra-mask")),
     _c("carvana-corrupt-mask", SEG, "car0_01_mask.png", "not a readable image", setup=_carvana("corrupt-mask")),
     _c("carvana-layout", SEG, "carvana", "neither train/ + train_masks/", setup=_carvana("layout")),
-    _c("carvana-missing-dir", ["--optics", "tiny", "--task", "segmentation", "--distill", "none", "--dry-run",
+    _c("carvana-missing-dir", ["--optics", "tiny", "--task", "segmentation", "--distill", "none", "--check",
                                "--dataset", "carvana", "--set", "task.data_dir={tmp}/nowhere"], "nowhere",
        "not found"),
     # -- teacher checkpoints -----------------------------------------------------------------
@@ -550,20 +550,20 @@ CASES: list[Case] = [
                                    "--teacher-checkpoint", "{tmp}/t.pt"],
        "t.pt", "not a torch checkpoint", setup=_write("t.pt", "text")),
     # -- plugins: their components' settings, their commands, a plugin that breaks the rules ----
-    _c("plugin-4f-phase-bits", ["--optics", "4f", "--task", "classification", "--dry-run",
+    _c("plugin-4f-phase-bits", ["--optics", "4f", "--task", "classification", "--check",
                                 "--set", "optics.phase_bits=17"], "optics.phase_bits", "<= 16"),
-    _c("plugin-diffractive-preset", ["--optics", "diffractive", "--task", "classification", "--dry-run",
+    _c("plugin-diffractive-preset", ["--optics", "diffractive", "--task", "classification", "--check",
                                      "--set", "optics.preset=moon"], "optics.preset", "'moon'"),
-    _c("plugin-metasurface-mode", ["--optics", "metasurface", "--task", "classification", "--dry-run",
+    _c("plugin-metasurface-mode", ["--optics", "metasurface", "--task", "classification", "--check",
                                    "--set", "optics.mode=magic"], "optics.mode", "'magic'"),
-    _c("plugin-metasurface-spacing", ["--optics", "metasurface", "--task", "classification", "--dry-run",
+    _c("plugin-metasurface-spacing", ["--optics", "metasurface", "--task", "classification", "--check",
                                       "--set", "optics.spacing_mm=-1"], "optics.spacing_mm", ">= 0"),
-    _c("plugin-segmentation-preset", ["--optics", "4f", "--task", "segmentation", "--dry-run",
+    _c("plugin-segmentation-preset", ["--optics", "4f", "--task", "segmentation", "--check",
                                       "--set", "task.preset=huge"], "task.preset", "'huge'"),
-    _c("plugin-all-optical-kernels", ["--optics", "diffractive", "--task", "all-optical", "--dry-run",
+    _c("plugin-all-optical-kernels", ["--optics", "diffractive", "--task", "all-optical", "--check",
                                       "--set", "optics.num_kernels=4"], "4 regions", "optics.num_kernels = 10"),
     _c("plugin-command-bad-option", ["metasurface", "--nope"], "No such option '--nope'"),
-    _c("plugin-broken-optics", ["--optics", "broken", "--task", "classification", "--dry-run"],
+    _c("plugin-broken-optics", ["--optics", "broken", "--task", "classification", "--check"],
        "unknown optics 'broken'", "registered: "),
     _c("plugin-new-bad-name", ["plugin", "new", "My Optics", "--kind", "optics", "--out", "{tmp}"], "'My Optics'",
        "lower-case name"),
@@ -640,8 +640,18 @@ def check_one_line(code: int, text: str, expect: tuple[str, ...]) -> str:
     return errors[0]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_a_mistake_is_one_line_and_changes_nothing(case, tmp_path, trained_run, monkeypatch):
+@attrs.frozen
+class Outcome:
+    code: int
+    text: str
+    expect: tuple[str, ...]  # the case's fragments, with its folders filled in
+    before: dict[str, str]  # the working folder's snapshot before the command
+    work: Path
+
+
+def run_case(case: Case, tmp_path: Path, trained_run: Path, monkeypatch) -> Outcome:
+    """Set the case's working folder up (a copy of the trained run where it needs one), run the
+    command in it and keep the folder's snapshot from before."""
     work = tmp_path / "work"
     work.mkdir()
     names = {"tmp": str(work), "run": str(work / "run"), "out": str(work / "runs")}
@@ -654,8 +664,14 @@ def test_a_mistake_is_one_line_and_changes_nothing(case, tmp_path, trained_run, 
     monkeypatch.chdir(work)
     before = _snapshot(work)
     code, text = _invoke([a.format(**names) for a in case.argv])
-    check_one_line(code, text, tuple(e.format(**names) for e in case.expect))
-    after = _snapshot(work)
+    return Outcome(code, text, tuple(e.format(**names) for e in case.expect), before, work)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_a_mistake_is_one_line_and_changes_nothing(case, tmp_path, trained_run, monkeypatch):
+    res = run_case(case, tmp_path, trained_run, monkeypatch)
+    check_one_line(res.code, res.text, res.expect)
+    before, after = res.before, _snapshot(res.work)
     assert {k: v for k, v in after.items() if k not in case.may_change} == \
         {k: v for k, v in before.items() if k not in case.may_change}
     assert not Path("/tmp/onnx-run-pwned").exists()
@@ -744,3 +760,34 @@ def test_a_diverging_training_says_which_learning_rate_and_what_was_kept(tmp_pat
                           "--set", "train.batch_size=16"])
     check_one_line(code, text, ("the loss became", "(lr 1e+30, optics lr 1e+30)", "allowed: a lower learning rate"))
     assert "last good checkpoint" not in text
+
+
+# -- the light dry run (no torch): what it catches, and what it leaves to the run's start ----------
+
+#: mistakes in the settings, the plugins' names and the run directory: the light --dry-run
+#: catches them in the same words as --check
+CAUGHT_BY_DRY_RUN = {"unknown-optics", "unknown-task", "unknown-distill", "empty-distill", "set-4f-mask",
+                     "set-kd-temperature", "set-kd-folds", "plugin-4f-phase-bits", "plugin-metasurface-mode",
+                     "plugin-segmentation-preset", "carvana-missing-dir"}
+CHECKED = [c for c in CASES if "--check" in c.argv]
+
+
+@pytest.mark.parametrize("case", CHECKED, ids=[c.id for c in CHECKED])
+def test_the_dry_run_catches_a_mistake_or_says_it_is_left_to_the_run(case, tmp_path, trained_run, monkeypatch):
+    """Every --check case through the light --dry-run: the same one line, or (data, shapes,
+    capabilities: what needs torch) exit 0 saying those are checked when the run starts;
+    either way nothing is written."""
+    dry = attrs.evolve(case, argv=["--dry-run" if a == "--check" else a for a in case.argv])
+    res = run_case(dry, tmp_path, trained_run, monkeypatch)
+    if res.code == 0:
+        assert case.id not in CAUGHT_BY_DRY_RUN, res.text
+        assert "checked when the run starts, before it writes anything (--check: now)" in res.text, res.text
+    elif case.id == "carvana-missing-dir":  # the dry run only sees that the folder is missing
+        check_one_line(res.code, res.text, ("task.data_dir", "nowhere", "does not exist"))
+    else:
+        check_one_line(res.code, res.text, res.expect)
+    assert _snapshot(res.work) == res.before
+
+
+def test_the_dry_run_catches_the_settings_mistakes_it_names():
+    assert CAUGHT_BY_DRY_RUN <= {c.id for c in CHECKED}

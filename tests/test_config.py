@@ -93,7 +93,8 @@ def test_task_suggestions_sit_between_defaults_and_the_user(tiny_optics, monkeyp
 
     assert load_config(None, [], {"optics": "tiny"}).train.lr == 0.01  # the classification task's
     assert load_config(None, ["train.lr=0.003"], {"optics": "tiny"}).train.lr == 0.003
-    assert load_config(None, [], {"optics": "tiny", "task": "segmentation"}).train.lr == 0.002
+    seg = load_config(None, [], {"optics": "tiny", "task": "segmentation"})  # the segmentation task's recipe
+    assert (seg.train.lr, seg.train.optics_lr) == (0.003, 0.05)
     monkeypatch.setattr(ClassificationConfig, "core_defaults", lambda self: {"train": {"lr_typo": 1.0}})
     with pytest.raises(UserError, match=r"task 'classification': core_defaults\(\) sets train.lr_typo"):
         load_config(None, [], {"optics": "tiny"})
@@ -184,7 +185,7 @@ def test_an_optics_recipe_sees_the_chosen_optics_settings(tiny_optics, monkeypat
 ])
 def test_non_finite_settings_are_refused(setting, message, tmp_path):
     res = CliRunner().invoke(cli, ["--optics", "4f", "--task", "classification", "--set", setting,
-                                   "--out", str(tmp_path / "runs"), "--dry-run"])
+                                   "--out", str(tmp_path / "runs"), "--check"])
     assert res.exit_code == 2 and res.output.strip() == message, res.output
     assert not (tmp_path / "runs").exists()
 
@@ -193,3 +194,19 @@ def test_non_finite_settings_are_refused(setting, message, tmp_path):
 def test_a_list_setting_given_as_text_is_comma_separated(text, methods):
     """``--set students.methods=kd`` means one method, not the letters k and d."""
     assert load_config(None, [f"students.methods={text}"], {"optics": "4f"}).students.methods == methods
+
+
+def test_the_dry_run_imports_no_torch(tmp_path):
+    """``onnx-run --dry-run`` resolves the run and checks its directory without torch (a fraction
+    of a second); ``--check`` builds the optics and the models."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from onnx_run.cli import main\n"
+            "try:\n main(['--optics', 'metasurface', '--task', 'segmentation', '--dry-run'])\n"
+            "except SystemExit as e:\n assert not e.code, e.code\n"
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().endswith("[]") and "dry run: settings, plugins and the run directory checked" in res.stdout
+    assert not list(tmp_path.iterdir())

@@ -60,14 +60,14 @@ def test_a_warning_is_one_line_without_a_source_path(tmp_path):
     """The RGB 4f default layout warns about grating replicas: the command prints it as one
     ``Warning:`` line, not Python's two lines with the warning's source file."""
     res = subprocess.run([sys.executable, "-m", "onnx_run", "--optics", "4f", "--task", "classification",
-                          "--dataset", "shapes-rgb", "--dry-run"], capture_output=True, text=True, env=_env(),
+                          "--dataset", "shapes-rgb", "--check"], capture_output=True, text=True, env=_env(),
                          timeout=120, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     lines = res.stderr.splitlines()
     warned = [ln for ln in lines if ln.startswith("Warning: 4f: at 450 nm the field of view")]
     assert len(warned) == 1 and "grating orders" in warned[0], res.stderr
     assert ".py:" not in res.stderr and "return self.factory" not in res.stderr
-    assert not list(tmp_path.iterdir())  # a dry run writes nothing
+    assert not list(tmp_path.iterdir())  # a check writes nothing
 
 
 def test_a_repeated_warning_is_shown_once(capsys):

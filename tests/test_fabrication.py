@@ -317,7 +317,7 @@ def test_fabrication_mistakes_are_caught_by_the_dry_run(tmp_path, tiny_optics, s
     from onnx_run.cli import cli
 
     out = tmp_path / "runs"
-    args = ["--optics", "tiny", "--task", "classification", "--out", str(out), "--dry-run"]
+    args = ["--optics", "tiny", "--task", "classification", "--out", str(out), "--check"]
     res = CliRunner().invoke(cli, args + [a for s in sets for a in ("--set", s)])
     assert res.exit_code == 2, res.output
     lines = res.output.strip().splitlines()

@@ -3,7 +3,8 @@
 Layers, lowest first (DESIGN.md; docs/guide.md "Where the code lives"); a module may import its
 own layer or below, and no two modules may reach each other:
 
-    contract (errors, hookspecs, components, precision, progress, files, plotstyle) <- plugins, config <- physics <- ntk
+    contract (errors, hookspecs, components, precision, progress, files, plotstyle) <- plugins, config, rundir
+    <- physics <- ntk
     <- distill, tasks <- train <- fabrication, estimate <- pipeline <- report <- compare <- cli, testing, scaffold
 
 Every import counts, also those inside functions and under ``TYPE_CHECKING``: a lazy import is
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE_LAYERS: tuple[tuple[str, ...], ...] = (
     ("onnx_run", "onnx_run.errors", "onnx_run.hookspecs", "onnx_run.components", "onnx_run.precision",
      "onnx_run.progress", "onnx_run.files", "onnx_run.plotstyle", "onnx_run.lazy"),
-    ("onnx_run.plugins", "onnx_run.config"),
+    ("onnx_run.plugins", "onnx_run.config", "onnx_run.rundir"),
     ("onnx_run.physics",),
     ("onnx_run.ntk",),
     ("onnx_run.distill", "onnx_run.tasks"),

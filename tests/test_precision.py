@@ -62,7 +62,7 @@ def test_precision_setting_and_values():
 def test_fp16_on_cpu_is_refused_through_the_cli(tmp_path):
     out = tmp_path / "runs"
     res = CliRunner().invoke(cli, ["--optics", "4f", "--task", "classification", "--set", "run.precision=fp16",
-                                   "--out", str(out), "--dry-run"])
+                                   "--out", str(out), "--check"])
     assert res.exit_code == 2, res.output
     lines = res.output.strip().splitlines()
     assert len(lines) == 1
@@ -74,14 +74,14 @@ def test_fp16_on_cpu_is_refused_through_the_cli(tmp_path):
                                    "--out", str(out)])
     assert res.exit_code == 2 and "run.precision" in res.output and not out.exists()
     bad = CliRunner().invoke(cli, ["--optics", "4f", "--task", "classification", "--set", "run.precision=half",
-                                   "--out", str(out), "--dry-run"])
+                                   "--out", str(out), "--check"])
     assert bad.exit_code == 2 and "run.precision: must be in ['fp32', 'bf16', 'fp16'] (got 'half')" in bad.output
 
 
 def test_bf16_dry_run_is_accepted_on_cpu(tmp_path, tiny_optics):
     out = tmp_path / "runs"
     res = CliRunner().invoke(cli, ["--optics", "tiny", "--task", "classification", "--set", "run.precision=bf16",
-                                   "--out", str(out), "--dry-run"])
+                                   "--out", str(out), "--check"])
     assert res.exit_code == 0, res.output
     assert not out.exists()
 

@@ -148,12 +148,16 @@ def _print_failed() -> None:
 @click.option("--resume", "resume", type=click.Path(file_okay=False), help="continue a run directory after a kill")
 @click.option("--stages", help="comma-separated subset of stages to run")
 @click.option("--teacher-checkpoint", type=click.Path(dir_okay=False), help="use this teacher state dict")
-@click.option("--dry-run", is_flag=True, help="resolve and validate everything, print the plan, run nothing")
+@click.option("--dry-run", is_flag=True,
+              help="check the settings, plugins and run directory, print the plan, run nothing (no torch: instant)")
+@click.option("--check", "deep_check", is_flag=True,
+              help="as --dry-run, and read the data and build the optics and models as a run does before it writes")
 @click.option("-q", "--quiet", is_flag=True, help="no progress and no warnings: the stage lines, results and errors")
 @click.option("-v", "--verbose", is_flag=True, help="warnings in Python's full form, with where they were raised")
 @click.version_option(__version__, "--version", prog_name="onnx-run")
 @click.pass_context
-def cli(ctx: click.Context, resume, stages, teacher_checkpoint, dry_run, quiet, verbose, **kwargs) -> None:
+def cli(ctx: click.Context, resume, stages, teacher_checkpoint, dry_run, deep_check, quiet, verbose,
+        **kwargs) -> None:
     """Design, train, fabricate and fine-tune hybrid optical neural networks with NTKD.
 
     Without a subcommand, runs the pipeline for the chosen optics and task on the embedded
@@ -166,6 +170,9 @@ def cli(ctx: click.Context, resume, stages, teacher_checkpoint, dry_run, quiet, 
     elif verbose:
         warnings.showwarning = _PYTHON_SHOWWARNING
     if ctx.invoked_subcommand is not None:
+        return
+    if dry_run and not deep_check:
+        _dry_run(resume, stages, teacher_checkpoint, kwargs)
         return
     from onnx_run.pipeline import Pipeline, default_run_dir, parse_stages
 
@@ -188,18 +195,16 @@ def cli(ctx: click.Context, resume, stages, teacher_checkpoint, dry_run, quiet, 
     cfg = pipe.cfg
     main = is_main()
     say = click.echo if main else (lambda *a, **k: None)  # under torchrun rank 0 speaks for all
-    say(f"onnx-run {__version__}: optics {cfg.optics.name!r}, task {cfg.task.name!r} "
-               f"(dataset {pipe.dataset!r}), teacher {cfg.teacher.name!r}, "
-               f"students {', '.join(cfg.students.methods)}, seeds {pipe.seeds()}")
-    say(f"run directory: {pipe.run_dir}; stages: {', '.join(chosen)}")
-    if dry_run:
+    for line in _header(cfg, pipe.dataset, pipe.seeds(), pipe.run_dir, chosen):
+        say(line)
+    if deep_check:
         say(f"input {pipe.channels}x{pipe.input_size[0]}x{pipe.input_size[1]} -> optical features "
                    f"{'x'.join(map(str, pipe.feature_shape))} -> {pipe.num_outputs} outputs; "
                    f"train/val/test {len(pipe.splits.train)}/{len(pipe.splits.val)}/{len(pipe.splits.test)}")
         for k in pipe.fold_counts():
             say(f"teacher: also {k} fold teachers, each trained without the training images it gives KD "
                 f"targets for (out-of-fold; trained once, cached)")
-        say("dry run: nothing was trained or written")
+        say("checked: settings, plugins, run directory, data, optics and models; nothing was trained or written")
         return
     try:
         from onnx_run.report.run_figures import write_report
@@ -215,6 +220,46 @@ def cli(ctx: click.Context, resume, stages, teacher_checkpoint, dry_run, quiet, 
     if results.exists() and main:
         say("")
         say(results.read_text())
+
+
+def _header(cfg, dataset: str, seeds: list[int], run_dir: Path, chosen: tuple[str, ...]) -> list[str]:
+    """The two lines every run starts with: what runs, and where."""
+    return [f"onnx-run {__version__}: optics {cfg.optics.name!r}, task {cfg.task.name!r} (dataset {dataset!r}), "
+            f"teacher {cfg.teacher.name!r}, students {', '.join(cfg.students.methods)}, seeds {seeds}",
+            f"run directory: {run_dir}; stages: {', '.join(chosen)}"]
+
+
+def _dry_run(resume: str | None, stages: str | None, teacher_checkpoint: str | None, kwargs: dict[str, Any]) -> None:
+    """``--dry-run``: the settings, the plugins and the run directory, checked without torch or
+    any model (a fraction of a second); ``--check`` also reads the data and builds the models."""
+    from onnx_run.rundir import (check_run_dir, default_run_dir, distributions, parse_stages, recorded_stages,
+                                 run_dir_config)
+
+    _print_failed()
+    chosen = parse_stages(stages)
+    if resume:
+        if any(kwargs.get(k) for k in ("config_file", "sets", *_FLAG_NAMES)):
+            raise UserError("--resume: the run directory's config.toml is used; drop the other config options")
+        run_dir = Path(resume)
+        cfg = run_dir_config(run_dir)
+        if not stages:
+            chosen = recorded_stages(run_dir) or chosen
+    else:
+        cfg = load_run_config(kwargs)
+        run_dir = default_run_dir(cfg)
+    check_run_dir(cfg, run_dir, {"config": cfg.to_dict(), "distributions": distributions(cfg)})
+    if teacher_checkpoint and not Path(teacher_checkpoint).is_file():
+        raise UserError(f"--teacher-checkpoint {teacher_checkpoint}: file not found")
+    dataset = getattr(cfg.task.config, "dataset", cfg.task.name)
+    data_dir = getattr(cfg.task.config, "data_dir", "")
+    if data_dir and not Path(data_dir).expanduser().is_dir():  # the reader's words (onnx_run.tasks.datasets)
+        raise UserError(f"dataset {dataset!r}: task.data_dir {data_dir} does not exist or is not a folder; "
+                        f"allowed: the folder that holds its files")
+    for line in _header(cfg, dataset, [cfg.run.seed + i for i in range(cfg.run.seeds)], run_dir, chosen):
+        click.echo(line)
+    click.echo("dry run: settings, plugins and the run directory checked; the data, the optics and the models are "
+               "checked when the run starts, before it writes anything (--check: now); nothing was trained or "
+               "written")
 
 
 @cli.command("plugins")

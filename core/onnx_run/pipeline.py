@@ -19,42 +19,14 @@ from typing import Any, Callable, Mapping
 import torch
 
 from onnx_run.components import HybridModel
-from onnx_run.config import RunConfig, load_toml, resolve
+from onnx_run.config import RunConfig
 from onnx_run.errors import UserError
-from onnx_run.files import atomic_write_text, file_in_the_way, write_json
+from onnx_run.files import atomic_write_text, write_json
+from onnx_run.rundir import (PARALLEL_STAGES, STAGES, check_run_dir, default_run_dir, distributions, make_folder,
+                             parse_stages, recorded_stages, run_dir_config, started_threads)
 from onnx_run.precision import check_precision
 from onnx_run.train.loop import (Output, Recipe, TrainData, Trainee, Training, apply_threads, resolve_device,
                                   seed_everything)
-
-STAGES: tuple[str, ...] = ("estimate", "teacher", "students", "realise", "fabricate", "compensate", "report")
-#: stages whose training is data-parallel under torchrun; the others run on rank 0 only
-PARALLEL_STAGES: tuple[str, ...] = ("teacher", "students")
-
-
-def default_run_dir(cfg: RunConfig) -> Path:
-    name = cfg.run.name or f"{cfg.optics.name}-{cfg.task.name}-{getattr(cfg.task.config, 'dataset', 'data')}"
-    if not cfg.run.name and cfg.run.preset:  # a preset run never collides with the default-sized one
-        name += f"-{cfg.run.preset}"
-    return Path(cfg.run.out) / name
-
-
-def run_dir_config(run_dir: Path) -> RunConfig:
-    """The resolved config.toml of a run directory (one line if there is none)."""
-    path = Path(run_dir) / "config.toml"
-    if not path.exists():
-        raise UserError(f"run directory {run_dir}: no config.toml; is this an onnx-run run directory?")
-    return resolve(load_toml(path))
-
-
-def parse_stages(text: str | None) -> tuple[str, ...]:
-    if not text:
-        return STAGES
-    chosen = tuple(s.strip() for s in text.split(",") if s.strip())
-    for s in chosen:
-        if s not in STAGES:
-            raise UserError(f"--stages: unknown stage {s!r}; stages are {', '.join(STAGES)}")
-    return chosen
-
 
 class Pipeline:
     """One run directory, its config, and the stages that fill it."""
@@ -70,7 +42,7 @@ class Pipeline:
         self.device = init_from_env(device)
         #: torch's CPU threads: run.threads, else those this run started with (results depend on
         #: the count in the last bits: a resume keeps it), else chosen from the free cores
-        self.threads = apply_threads(cfg.run.threads or _started_threads(self.run_dir))
+        self.threads = apply_threads(cfg.run.threads or started_threads(self.run_dir))
         self.progress = cfg.run.progress
         self.task = cfg.task.build()
         seed_everything(cfg.run.seed)
@@ -113,24 +85,11 @@ class Pipeline:
         return cls(run_dir_config(run_dir), Path(run_dir), **kwargs)
 
     def check(self) -> None:
-        """Refuse, writing nothing, a run directory this run cannot use: a file in the way, a
-        different config, an edited config.toml or other versions since the run started."""
-        if file_in_the_way(self.run_dir) is not None:
-            _make_folder(self.run_dir)  # says why, in the words every folder option uses
-        path = self.run_dir / "config.toml"
-        text = self.cfg.to_toml()
-        # compared as resolved today: a directory written before a setting existed still matches
-        if path.exists() and path.read_text() != text and run_dir_config(self.run_dir).to_toml() != text:
-            raise UserError(
-                f"run directory {self.run_dir} holds a different config; choose another --out/--set run.name, "
-                f"or continue it with --resume {self.run_dir}"
-            )
-        started = self.run_dir / "run.json"
-        if started.exists():
-            _check_unchanged(started, self._record())
+        """Refuse, writing nothing, a run directory this run cannot use (rundir.check_run_dir)."""
+        check_run_dir(self.cfg, self.run_dir, self._record())
 
     def _record(self) -> dict[str, Any]:
-        return {"config": self.cfg.to_dict(), "distributions": _distributions(self.cfg), "threads": self.threads}
+        return {"config": self.cfg.to_dict(), "distributions": distributions(self.cfg), "threads": self.threads}
 
     def prepare(self) -> None:
         """Create the run directory and write the resolved config (refuse a different one)."""
@@ -143,7 +102,7 @@ class Pipeline:
         now = self._record()
         if is_main():
             new = [p for p in (self.run_dir, *self.run_dir.parents) if not p.exists()]
-            _make_folder(self.run_dir)
+            make_folder(self.run_dir)
             try:
                 atomic_write_text(path, text)
                 if not started.exists():  # what made this run: checked again by every --resume
@@ -156,14 +115,7 @@ class Pipeline:
 
     def recorded_stages(self) -> tuple[str, ...] | None:
         """The stages the last run of this directory asked for (stages.json), if any."""
-        path = self.run_dir / "stages.json"
-        if not path.exists():
-            return None
-        try:
-            stages = json.loads(path.read_text())["stages"]
-            return parse_stages(",".join(stages))
-        except (ValueError, KeyError, TypeError, UserError):
-            raise UserError(f"{path}: not a list of stages; delete it to run every stage, or give --stages") from None
+        return recorded_stages(self.run_dir)
 
     def seeds(self) -> list[int]:
         return [self.cfg.run.seed + i for i in range(self.cfg.run.seeds)]
@@ -549,7 +501,7 @@ class Pipeline:
         idx, feats = self.captured(device, "train", seed, fraction=self.cfg.finetune.fraction if fraction is None
                                    else fraction)
         out = Path(out)
-        _make_folder(out / "psfs", "--out")
+        make_folder(out / "psfs", "--out")
         return {"psfs": write_measured_psfs(psfs, out / "psfs").parent,
                 "captures": write_captures(out / "captures.npz", indices=idx, features=feats,
                                            test_features=self.captured(device, "test", seed)[1])}
@@ -627,79 +579,6 @@ class Pipeline:
         if stage in stage_functions:
             return stage_functions[stage](self)
         return getattr(self, f"stage_{stage}")()
-
-
-def _distributions(cfg: RunConfig) -> dict[str, str]:
-    """The distributions (and versions) of the components this run uses."""
-    from onnx_run.config import COMPONENT_SECTIONS, METHOD_SECTIONS
-    from onnx_run.plugins import registry
-    from onnx_run import __version__
-
-    reg = registry()
-    used = [(COMPONENT_SECTIONS[s][0], c.name) for s, c in cfg.components.items() if s in COMPONENT_SECTIONS]
-    used += [(METHOD_SECTIONS[s][0], name) for s, chosen in cfg.methods.items() for name in chosen]
-    used += [("error_models", e.get("name")) for e in cfg.fabricate.errors if isinstance(e, dict)]
-    out = {"onnx-run": __version__}
-    for kind, name in used:
-        comp = reg.get(kind, {}).get(name)
-        if comp is not None:
-            out[comp.distribution] = comp.version or __version__
-    return dict(sorted(out.items()))
-
-
-def _started_threads(run_dir: Path) -> int:
-    """The CPU threads a run directory's run started with (run.json), 0 if none is recorded."""
-    try:
-        return int(json.loads((run_dir / "run.json").read_text()).get("threads") or 0)
-    except (OSError, ValueError, TypeError, AttributeError):
-        return 0  # no run yet, or a broken record: check() says so in one line
-
-
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, Mapping):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
-
-
-def _check_unchanged(started: Path, now: dict[str, Any]) -> None:
-    """A run resumes with what started it: an edited config.toml or another version of a
-    distribution it uses is one line naming what changed (keys absent at the start, settings
-    added to onnx-run since, are not changes)."""
-    try:
-        then = json.loads(started.read_text())
-        old_cfg, old_dists = _flat(then["config"]), then["distributions"]
-    except (ValueError, KeyError, TypeError):
-        raise UserError(f"{started}: not the run's record (config, distributions); restore it or start a new "
-                        f"run (--out / run.name)") from None
-    new_cfg = _flat(now["config"])
-    keys = [k for k in old_cfg if k in new_cfg and old_cfg[k] != new_cfg[k]]
-    if keys:
-        shown = ", ".join(f"{k} {old_cfg[k]!r} -> {new_cfg[k]!r}" for k in keys[:3])
-        raise UserError(f"run directory {started.parent}: config.toml was edited since the run started ({shown}"
-                        f"{', ...' if len(keys) > 3 else ''}); a run continues with the config it started with: "
-                        f"undo the edit, or start a new run (--out / run.name)")
-    dists = [d for d in old_dists if now["distributions"].get(d) != old_dists[d]]
-    if dists:
-        shown = ", ".join(f"{d} {old_dists[d]} -> {now['distributions'].get(d, 'not installed')}" for d in dists)
-        raise UserError(f"run directory {started.parent}: made with other versions ({shown}); its checkpoints may "
-                        f"not fit: install those versions, or start a new run (--out / run.name)")
-
-
-def _make_folder(folder: Path, key: str = "--out / run.out") -> None:
-    """Create ``folder``, or one line naming ``key`` and why it cannot be (a file in the way, no
-    permission, a full disk): exit 2, nothing written."""
-    blocked = file_in_the_way(folder)
-    if blocked is not None:
-        raise UserError(f"{key}: {blocked} is a file, not a folder; allowed: a folder (it is created "
-                        f"if missing) or a path that does not exist yet")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{key}: cannot create the folder {folder}: {exc.strerror}; "
-                        f"allowed: a folder you can write to") from None
 
 
 def _stage_note(stage: str, result: Any, metric: str) -> str:

@@ -164,6 +164,6 @@ def test_show_library_through_the_cli(tmp_path):
 
 def test_a_layout_that_does_not_fit_fails_in_one_line_through_the_installed_entry_point():
     bad = subprocess.run([sys.executable, "-m", "onnx_run", "--optics", "metasurface", "--set", "optics.height_mm=0.3",
-                          "--set", "optics.width_mm=0.3", "--dry-run"], capture_output=True, text=True, timeout=120)
+                          "--set", "optics.width_mm=0.3", "--check"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "smallest square metasurface that fits 16 is 1.15" in bad.stderr
