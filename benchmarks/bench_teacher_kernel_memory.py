@@ -6,6 +6,7 @@ One build per process (peak RSS is per process): run it once per budget, e.g.
 
     .venv/bin/python benchmarks/bench_teacher_kernel_memory.py --budget-gb 8   # all factors held at once
     .venv/bin/python benchmarks/bench_teacher_kernel_memory.py --budget-gb 2   # the default: row blocks
+    .venv/bin/python benchmarks/bench_teacher_kernel_memory.py --budget-gb 2 --projection-dim 16  # former P
 
 The teacher is at its seeded initialisation: the cost does not depend on its weights.
 """
@@ -26,8 +27,11 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-gb", type=float, default=2.0)
+    parser.add_argument("--projection-dim", type=int, default=None,
+                        help="P of the NTK projection (task.ntk_projection_dim; default: the task's)")
     args = parser.parse_args()
-    cfg = load_config(None, [], {"optics": "4f", "task": "segmentation"})
+    sets = [] if args.projection_dim is None else [f"task.ntk_projection_dim={args.projection_dim}"]
+    cfg = load_config(None, sets, {"optics": "4f", "task": "segmentation"})
     task = cfg.task.build()
     front = cfg.optics.build()
     splits = task.datasets(image_size=front.input_size, channels=front.in_channels, seed=0)
@@ -39,7 +43,8 @@ def main() -> None:
     cache = bounded_cache(teacher, x, reduce=task.ntk_reduce, max_memory_gb=args.budget_gb)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"| {args.budget_gb:g} GB | {cache.mode} | {x.shape[0]} | {seconds:.0f} | {before:.2f} | {peak:.2f} |")
+    p = cfg.task.config.ntk_projection_dim
+    print(f"| P = {p} | {args.budget_gb:g} GB | {cache.mode} | {x.shape[0]} | {seconds:.0f} | {before:.2f} | {peak:.2f} |")
 
 
 if __name__ == "__main__":

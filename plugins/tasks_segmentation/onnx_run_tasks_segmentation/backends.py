@@ -27,9 +27,22 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU())
+def _norm(channels: int, kind: str) -> nn.Module:
+    """GroupNorm (``kind = "group"``) or nothing: GroupNorm normalises each sample on its own, so
+    unlike BatchNorm it keeps the samples of a batch independent, as the student's NTK needs."""
+    if kind == "none":
+        return nn.Identity()
+    return nn.GroupNorm(_groups_of(channels), channels)
+
+
+def _groups_of(channels: int) -> int:
+    """Up to 8 groups, as many as divide the channels."""
+    return max(g for g in range(1, 9) if channels % g == 0)
+
+
+def _block(cin: int, cout: int, norm: str = "none") -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), _norm(cout, norm), nn.ReLU(),
+                         nn.Conv2d(cout, cout, 3, padding=1), _norm(cout, norm), nn.ReLU())
 
 
 class UpConvDecoder(nn.Module):
@@ -37,7 +50,7 @@ class UpConvDecoder(nn.Module):
 
     def __init__(self, feature_shape: Sequence[int], num_classes: int, *, output_size: Sequence[int],
                  widths: Sequence[int] = (16, 32, 64), kernel_groups: Sequence[int] | None = None,
-                 input_norm: str = "none"):
+                 input_norm: str = "none", norm: str = "none"):
         super().__init__()
         k, h, w = (int(s) for s in feature_shape)
         widths = [int(x) for x in widths]
@@ -59,10 +72,12 @@ class UpConvDecoder(nn.Module):
         self.groups = groups
         self.input_norm = input_norm
         ins = groups if groups else [k] * len(widths)
-        self.levels = nn.ModuleList(_block(c, width) for c, width in zip(ins, widths))
+        if norm not in ("none", "group"):
+            raise ValueError(f"norm must be 'none' or 'group', got {norm!r}")
+        self.levels = nn.ModuleList(_block(c, width, norm) for c, width in zip(ins, widths))
         self.up = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2)
                                 for i in range(len(widths) - 1))
-        self.merge = nn.ModuleList(_block(2 * widths[i], widths[i]) for i in range(len(widths) - 1))
+        self.merge = nn.ModuleList(_block(2 * widths[i], widths[i], norm) for i in range(len(widths) - 1))
         # climb towards the image when the sensor maps are at least 2x smaller than it
         ratio = min(self.output_size[0] / h, self.output_size[1] / w)
         n_extra = max(0, int(math.floor(math.log2(ratio)))) if ratio >= 2 else 0

@@ -69,10 +69,12 @@ class SegmentationConfig:
     decoder). ``image_size_px``, ``channels``, ``num_kernels`` and ``kernel_size`` are suggested
     to the optics (applied where the optics config has the key and the user did not set it).
     ``ntk_projection_dim`` P: per-pixel logits are projected to P values for the NTK (0 = no
-    projection: every logit is an NTK output, exact but C*H*W / P times the cost). Default 16:
-    the teacher-kernel cache holds P x teacher-parameters floats per training image (P = 32
-    with the default U-Net and 700 training images needs 10.5 GB, over the cache's 8 GB
-    limit) and the student's NTK costs grow linearly in P (docs/segmentation.md).
+    projection: every logit is an NTK output, exact but C*H*W / P times the cost). Default 4:
+    the student's kernel costs P backward passes per sample (NTKD at 2.5x a plain step with 8
+    samples, against 12x at P = 16 with 16), and the teacher-kernel cache holds P x
+    teacher-parameters floats per training image (docs/segmentation.md).
+    ``decoder_norm``: GroupNorm after every decoder convolution (per sample, so NTK-safe);
+    without it 2 of 5 baseline seeds ended at the all-background solution.
     """
 
     dataset: str = attrs.field(default="shapes", validator=v.in_(list(SEGMENTATION_DATASETS)))
@@ -85,12 +87,13 @@ class SegmentationConfig:
     decoder_widths: list[int] | None = attrs.field(default=None, validator=_positive_list)
     kernel_groups: list[int] | None = attrs.field(default=None, validator=_groups)
     input_norm: str = attrs.field(default="instance", validator=v.in_(["instance", "none"]))
+    decoder_norm: str = attrs.field(default="group", validator=v.in_(["group", "none"]))
     num_images: int = attrs.field(default=1000, validator=[v.ge(10), v.le(200_000)])
     max_images: int = attrs.field(default=0, validator=v.ge(0))  # carvana/folder: 0 = all
     val_fraction: float = attrs.field(default=0.1, validator=[v.gt(0), v.lt(0.5)])
     test_fraction: float = attrs.field(default=0.2, validator=[v.gt(0), v.lt(0.5)])
     dice_weight: float = attrs.field(default=0.0, validator=v.ge(0))
-    ntk_projection_dim: int = attrs.field(default=16, validator=[v.ge(0), v.le(65536)])
+    ntk_projection_dim: int = attrs.field(default=4, validator=[v.ge(0), v.le(65536)])
     ntk_projection_seed: int = attrs.field(default=0, validator=v.ge(0))
 
     #: this config carries the task's suggestions (below): resolving a run never builds the task
@@ -104,16 +107,21 @@ class SegmentationConfig:
         return {"input_size_px": c.image_size_px, "num_kernels": c.resolved("num_kernels"),
                 "kernel_size": c.kernel_size, "channels": c.channels}
 
+    def core_defaults(self) -> dict[str, dict[str, Any]]:
+        """Decoder lr 0.003, optics lr 0.05: the recipe ``onnx-run compare`` chose on validation
+        for the metasurface on ``shapes`` (6-point grid, 3 search seeds; docs/segmentation.md).
+        The core's 0.002 / 0.02 left 2 of 5 seeds at the all-background solution without the
+        decoder's GroupNorm."""
+        return {"train": {"lr": 0.003, "optics_lr": 0.05}}
+
     def distill_defaults(self) -> dict[str, dict[str, Any]]:
-        """NTKD kernels on 16 samples of each batch: a decoder's exact kernel costs P backward
-        passes per sample (P = ntk_projection_dim), ~70 s an epoch on 2 cores over whole batches
-        of 64 vs ~10 s on 16 (measured), and the teacher kernel is cached for any subset. Beta
-        0.3, constant: the settings docs/segmentation.md measured (the classification default,
-        beta 1 with a cosine decay, was chosen on classification only). KD keeps T = 2 on the
-        teacher's own targets, as measured there: the classification default (T = 1, out-of-fold
-        targets of 2 fold teachers) was chosen on classification only, and would train two more
-        U-Nets."""
-        return {"ntkd": {"max_samples": 16, "beta": 0.3, "beta_schedule": "constant"},
+        """NTKD: the student's exact (structured) kernel on 8 samples of each batch, over P = 4
+        projected outputs (``ntk_projection_dim``): 2.5x a plain step, where 16 samples at P = 16
+        cost 12x; 4 random finite-difference directions cost as little but were noisy enough to
+        lose 10 points of validation mIoU (benchmarks/bench_segmentation_step.py,
+        docs/segmentation.md). Beta 0.3, constant. KD keeps T = 2 on the teacher's own targets.
+        ``onnx-run compare`` searches both on validation (it chose beta 0.3 cosine and T = 1)."""
+        return {"ntkd": {"max_samples": 8, "beta": 0.3, "beta_schedule": "constant"},
                 "kd": {"temperature": 2.0, "folds": 0}}
 
     @classmethod

@@ -81,14 +81,15 @@ class SegmentationTask(Task):
             )
         widths = [w * int(width_multiplier) for w in c.resolved("decoder_widths")]
         return UpConvDecoder(feature_shape, num_outputs, output_size=output_size or self.image_size,
-                             widths=widths, kernel_groups=groups, input_norm=c.input_norm)
+                             widths=widths, kernel_groups=groups, input_norm=c.input_norm,
+                             norm=c.decoder_norm)
 
     def estimate_settings(self) -> dict[str, Any]:
-        """The decoder at its own widths (x4 would hold ~35 MB of gradient factors per image)
-        and 400/200/200 images: about a minute on 2 cores, exact kernels within 4 GiB. The
-        pipeline's estimate curve (four kernel counts) at 100/50/50 images and one init, about
-        30 s a point."""
-        return {"width_multiplier": 1, "max_train": 400, "max_eval": 200,
+        """The decoder at its own widths and 300/150/150 images: about 35 s on 2 cores and 3.4 GB
+        at its peak (400/200/200 peaked at 4.0 GB: the structured factors and their products
+        grow with the images; benchmarks in docs/segmentation.md). The pipeline's estimate curve
+        (four kernel counts) at 100/50/50 images and one init."""
+        return {"width_multiplier": 1, "max_train": 300, "max_eval": 150,
                 "curve": {"inits": 1, "max_train": 100, "max_eval": 50}}
 
     def backend_for_estimate(self, feature_shape: tuple[int, int, int], num_outputs: int,

@@ -137,6 +137,27 @@ def test_carvana_layouts_read_back(tmp_path, kaggle):
     assert torch.all(y.sum(2) == 15)
 
 
+def test_write_carvana_folder_reads_back_as_written(tmp_path):
+    """The writer the Carvana-layout benchmarks use (JPEG images, palette-GIF masks) gives back
+    every mask exactly and every image within JPEG's error, through the Carvana reader."""
+    from onnx_run_tasks_segmentation.carvana import write_carvana_folder
+
+    samples = {f"{c:012x}_{v + 1:02d}": render_shapes_sample(np.random.default_rng([c, v]), (24, 36))
+               for c in range(4) for v in range(2)}
+    pairs = [(stem, np.round(s["image"] * 255).astype(np.uint8), s["mask"]) for stem, s in samples.items()]
+    root = write_carvana_folder(tmp_path / "c", pairs, quality=95)
+    assert sorted(p.name for p in (root / "train_masks").iterdir())[0] == "000000000000_01_mask.gif"
+    s = load_segmentation_dataset("carvana", image_size=(24, 36), channels=3, seed=0, data_dir=str(root),
+                                  val_fraction=0.25, test_fraction=0.25)
+    x = torch.cat([s.train.tensors[0], s.val.tensors[0], s.test.tensors[0]])
+    y = torch.cat([s.train.tensors[1], s.val.tensors[1], s.test.tensors[1]])
+    truth = {tuple(np.asarray(sample["mask"], dtype=np.int64).ravel()): sample["image"] for sample in samples.values()}
+    for xi, yi in zip(x, y):
+        image = truth[tuple(yi.numpy().ravel())]  # every mask read back is one that was written, exactly
+        assert np.abs(xi.numpy().transpose(1, 2, 0) - image).mean() < 0.03  # JPEG's error only
+    assert len(truth) == len(y) == 8
+
+
 def test_carvana_views_of_one_car_stay_in_one_split(tmp_path):
     root = write_carvana(tmp_path / "c", cars=6, views=3)
     # full width kept, so the mask's left edge (6 * car + view) identifies the car

@@ -76,3 +76,22 @@ def test_unet_shapes(channels, size):
 def test_unet_refuses_classification():
     with pytest.raises(UserError, match="'unet' is a segmentation teacher"):
         unet(UNetConfig(), TeacherSpec("classification", 1, (28, 28), 10))
+
+
+def test_group_norm_decoder_keeps_samples_independent_and_its_ntk_exact():
+    """GroupNorm normalises each sample alone: a sample's logits do not depend on the rest of
+    the batch (BatchNorm's would), so the student's NTK stays a per-sample kernel; the
+    structured kernel (GroupNorm's affine parameters through per-sample Jacobians) equals the
+    Jacobian one."""
+    from onnx_run.ntk import empirical_ntk
+
+    torch.manual_seed(0)
+    dec = UpConvDecoder((3, 8, 8), 2, output_size=(8, 8), widths=[8, 16], norm="group")
+    assert sum(isinstance(m, torch.nn.GroupNorm) for m in dec.modules()) == 6
+    f = torch.rand(4, 3, 8, 8)
+    assert torch.allclose(dec(f)[:1], dec(f[:1]), atol=1e-5)
+    reduce = lambda out: out.reshape(out.shape[0], -1)[:, :5]  # noqa: E731
+    exact = empirical_ntk(dec, f, reduce=reduce, method="exact")
+    assert torch.allclose(empirical_ntk(dec, f, reduce=reduce, method="structured"), exact, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="norm must be 'none' or 'group'"):
+        UpConvDecoder((3, 8, 8), 2, output_size=(8, 8), norm="batch")

@@ -31,12 +31,12 @@ def test_user_settings_still_win():
     assert doc["train"]["batch_size"] == 16
 
 
-def test_task_suggests_ntkd_on_16_samples_and_the_user_still_wins():
+def test_task_suggests_ntkd_on_8_samples_and_the_user_still_wins():
     def ntkd(*args):
         res = CliRunner().invoke(cli, ["config", "show", "--optics", "4f", *args])
         assert res.exit_code == 0, res.output
         return tomllib.loads(res.stdout)["distill"]["ntkd"]
 
-    assert ntkd("--task", "segmentation")["max_samples"] == 16
+    assert ntkd("--task", "segmentation")["max_samples"] == 8
     assert ntkd("--task", "segmentation", "--set", "distill.ntkd.max_samples=0")["max_samples"] == 0
     assert ntkd("--task", "classification")["max_samples"] == 0

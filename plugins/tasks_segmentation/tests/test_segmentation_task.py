@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from PIL import Image
@@ -182,13 +184,15 @@ def test_hybrid_model_trains(conv_optics, optics_config, tmp_path):
 
     task, splits, student, _ = _student_and_teacher(conv_optics, optics_config)
     before = evaluate(student, task, splits.train, device=torch.device("cpu"))
-    settings = TrainSettings(epochs=4, batch_size=8, lr=1e-2, optics_lr=1e-2, schedule="none")
+    settings = TrainSettings(epochs=8, batch_size=8, lr=1e-2, optics_lr=1e-2, schedule="none")
     summary = Training(trainee=Trainee(model=student, loss_fn=NoDistillation(None)),
                        data=TrainData(task=task, splits=splits),
                        recipe=Recipe(settings=settings, seed=0, device=torch.device("cpu")),
                        output=Output(run_dir=tmp_path / "run", progress=False, hooks=False)).run()
-    after = evaluate(student, task, splits.train, device=torch.device("cpu"))
-    assert after["loss"] < 0.8 * before["loss"]
+    # the training loss falls (the model kept is the best epoch on validation, which on 3 images
+    # may be the first)
+    epochs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs[-1]["train_loss"] < 0.8 * before["loss"]
     assert {"test_miou", "test_dice", "test_pixel_accuracy", "test_loss"} <= set(summary)
 
 
