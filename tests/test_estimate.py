@@ -43,7 +43,7 @@ def test_sizes_resolve_defaults_task_curve_config_then_options(tiny_optics):
 
     cfg = load_config(None, [], {"optics": "tiny", "task": "segmentation"})
     task = cfg.task.build()
-    assert estimate_sizes(cfg, task) == {"inits": 3, "width_multiplier": 1, "max_train": 400, "max_eval": 200}
+    assert estimate_sizes(cfg, task) == {"inits": 3, "width_multiplier": 1, "max_train": 300, "max_eval": 150}
     assert estimate_sizes(cfg, task, curve=True) == {"inits": 1, "width_multiplier": 1, "max_train": 100,
                                                      "max_eval": 50}
     cfg = load_config(None, ["estimate.max_train=60"], {"optics": "tiny", "task": "segmentation"})
