@@ -171,22 +171,14 @@ def cli(ctx: click.Context, resume, stages, teacher_checkpoint, dry_run, deep_ch
         warnings.showwarning = _PYTHON_SHOWWARNING
     if ctx.invoked_subcommand is not None:
         return
-    if dry_run and not deep_check:
-        _dry_run(resume, stages, teacher_checkpoint, kwargs)
-        return
-    from onnx_run.pipeline import Pipeline, default_run_dir, parse_stages
-
     _print_failed()
-    chosen = parse_stages(stages)
-    if resume:
-        if any(kwargs.get(k) for k in ("config_file", "sets", *_FLAG_NAMES)):
-            raise UserError("--resume: the run directory's config.toml is used; drop the other config options")
-        pipe = Pipeline.from_run_dir(Path(resume), teacher_checkpoint=teacher_checkpoint)
-        if not stages:  # continue what was asked (a teacher,students run stays one)
-            chosen = pipe.recorded_stages() or chosen
-    else:
-        cfg = load_run_config(kwargs)
-        pipe = Pipeline(cfg, default_run_dir(cfg), teacher_checkpoint=teacher_checkpoint)
+    cfg, run_dir, chosen = _named_run(resume, stages, kwargs)
+    if dry_run and not deep_check:
+        _dry_run(cfg, run_dir, chosen, teacher_checkpoint)
+        return
+    from onnx_run.pipeline import Pipeline
+
+    pipe = Pipeline(cfg, run_dir, teacher_checkpoint=teacher_checkpoint)
     from onnx_run.train.distributed import is_main, shutdown
 
     pipe.check()  # a run directory it cannot use: one line before anything is said or written
@@ -229,32 +221,33 @@ def _header(cfg, dataset: str, seeds: list[int], run_dir: Path, chosen: tuple[st
             f"run directory: {run_dir}; stages: {', '.join(chosen)}"]
 
 
-def _dry_run(resume: str | None, stages: str | None, teacher_checkpoint: str | None, kwargs: dict[str, Any]) -> None:
+def _named_run(resume: str | None, stages: str | None, kwargs: dict[str, Any]):
+    """The run a command names, without torch: (config, run directory, stages). ``--resume`` reads
+    the directory's config.toml and, without ``--stages``, continues what was asked (a
+    teacher,students run stays one)."""
+    from onnx_run.rundir import default_run_dir, parse_stages, recorded_stages, run_dir_config
+
+    chosen = parse_stages(stages)
+    if not resume:
+        cfg = load_run_config(kwargs)
+        return cfg, default_run_dir(cfg), chosen
+    if any(kwargs.get(k) for k in ("config_file", "sets", *_FLAG_NAMES)):
+        raise UserError("--resume: the run directory's config.toml is used; drop the other config options")
+    run_dir = Path(resume)
+    cfg = run_dir_config(run_dir)
+    return cfg, run_dir, (chosen if stages else recorded_stages(run_dir) or chosen)
+
+
+def _dry_run(cfg, run_dir: Path, chosen: tuple[str, ...], teacher_checkpoint: str | None) -> None:
     """``--dry-run``: the settings, the plugins and the run directory, checked without torch or
     any model (a fraction of a second); ``--check`` also reads the data and builds the models."""
-    from onnx_run.rundir import (check_run_dir, default_run_dir, distributions, parse_stages, recorded_stages,
-                                 run_dir_config)
+    from onnx_run.rundir import check_data_dir, check_run_dir, check_teacher_checkpoint_file, distributions
 
-    _print_failed()
-    chosen = parse_stages(stages)
-    if resume:
-        if any(kwargs.get(k) for k in ("config_file", "sets", *_FLAG_NAMES)):
-            raise UserError("--resume: the run directory's config.toml is used; drop the other config options")
-        run_dir = Path(resume)
-        cfg = run_dir_config(run_dir)
-        if not stages:
-            chosen = recorded_stages(run_dir) or chosen
-    else:
-        cfg = load_run_config(kwargs)
-        run_dir = default_run_dir(cfg)
     check_run_dir(cfg, run_dir, {"config": cfg.to_dict(), "distributions": distributions(cfg)})
-    if teacher_checkpoint and not Path(teacher_checkpoint).is_file():
-        raise UserError(f"--teacher-checkpoint {teacher_checkpoint}: file not found")
+    check_teacher_checkpoint_file(teacher_checkpoint)
     dataset = getattr(cfg.task.config, "dataset", cfg.task.name)
-    data_dir = getattr(cfg.task.config, "data_dir", "")
-    if data_dir and not Path(data_dir).expanduser().is_dir():  # the reader's words (onnx_run.tasks.datasets)
-        raise UserError(f"dataset {dataset!r}: task.data_dir {data_dir} does not exist or is not a folder; "
-                        f"allowed: the folder that holds its files")
+    if getattr(cfg.task.config, "data_dir", ""):
+        check_data_dir(dataset, cfg.task.config.data_dir)
     for line in _header(cfg, dataset, [cfg.run.seed + i for i in range(cfg.run.seeds)], run_dir, chosen):
         click.echo(line)
     click.echo("dry run: settings, plugins and the run directory checked; the data, the optics and the models are "

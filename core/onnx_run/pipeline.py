@@ -22,8 +22,8 @@ from onnx_run.components import HybridModel
 from onnx_run.config import RunConfig
 from onnx_run.errors import UserError
 from onnx_run.files import atomic_write_text, write_json
-from onnx_run.rundir import (PARALLEL_STAGES, STAGES, check_run_dir, default_run_dir, distributions, make_folder,
-                             parse_stages, recorded_stages, run_dir_config, started_threads)
+from onnx_run.rundir import (PARALLEL_STAGES, STAGES, check_run_dir, check_teacher_checkpoint_file, default_run_dir,
+                             distributions, make_folder, parse_stages, run_dir_config, started_threads)
 from onnx_run.precision import check_precision
 from onnx_run.train.loop import (Output, Recipe, TrainData, Trainee, Training, apply_threads, resolve_device,
                                   seed_everything)
@@ -65,8 +65,7 @@ class Pipeline:
         #: what the optics declares it can do beyond the contract (OpticalFrontend.capabilities)
         self.optics_capabilities = frozenset(probe.capabilities)
         check_capabilities(self.device_errors, self.optics_capabilities, cfg.optics.name)
-        if teacher_checkpoint and not Path(teacher_checkpoint).is_file():
-            raise UserError(f"--teacher-checkpoint {teacher_checkpoint}: file not found")
+        check_teacher_checkpoint_file(teacher_checkpoint)
         if teacher_checkpoint:
             for section, choices in cfg.methods.items():
                 for method, choice in choices.items():
@@ -112,10 +111,6 @@ class Pipeline:
                     shutil.rmtree(new[-1], ignore_errors=True)
                 raise
         barrier()
-
-    def recorded_stages(self) -> tuple[str, ...] | None:
-        """The stages the last run of this directory asked for (stages.json), if any."""
-        return recorded_stages(self.run_dir)
 
     def seeds(self) -> list[int]:
         return [self.cfg.run.seed + i for i in range(self.cfg.run.seeds)]

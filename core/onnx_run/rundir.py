@@ -56,6 +56,22 @@ def recorded_stages(run_dir: Path) -> tuple[str, ...] | None:
         raise UserError(f"{path}: not a list of stages; delete it to run every stage, or give --stages") from None
 
 
+def check_data_dir(dataset: str, data_dir: str | Path) -> Path:
+    """``task.data_dir`` as a folder that exists, or one line naming it (the readers' check, and
+    the dry run's)."""
+    path = Path(data_dir).expanduser()
+    if not path.is_dir():
+        raise UserError(f"dataset {dataset!r}: task.data_dir {path} does not exist or is not a folder; "
+                        f"allowed: the folder that holds its files")
+    return path
+
+
+def check_teacher_checkpoint_file(path: str | None) -> None:
+    """``--teacher-checkpoint`` names a file (what it holds is checked where the teacher is built)."""
+    if path and not Path(path).is_file():
+        raise UserError(f"--teacher-checkpoint {path}: file not found")
+
+
 def check_run_dir(cfg: RunConfig, run_dir: Path, record: Mapping[str, Any]) -> None:
     """Refuse, writing nothing, a run directory this run cannot use: a file in the way, a
     different config, an edited config.toml or other versions since the run started

@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from onnx_run.errors import UserError
+from onnx_run.rundir import check_data_dir
 from onnx_run.tasks.formats.cifar10 import CIFAR10_CLASSES, read_cifar10_batches, read_cifar10_class_names
 from onnx_run.tasks.formats.folder import IMAGE_EXTENSIONS, read_image_folder
 from onnx_run.tasks.formats.idx import FASHION_MNIST_CLASSES, MNIST_FILES, read_idx
@@ -96,10 +97,7 @@ def _require_data_dir(name: str, data_dir) -> Path:
             f"task.data_dir: dataset {name!r} reads files and needs their folder (--set task.data_dir=FOLDER; "
             "docs/datasets.md lists the expected files); allowed without files: 'digits' or 'shapes-rgb'"
         )
-    path = Path(data_dir).expanduser()
-    if not path.is_dir():
-        raise UserError(f"dataset {name!r}: task.data_dir {path} does not exist or is not a folder; allowed: the folder that holds its files")
-    return path
+    return check_data_dir(name, data_dir)
 
 
 def load_classification_dataset(
