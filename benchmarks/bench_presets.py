@@ -3,8 +3,10 @@
 For each case it builds the student, the teacher and (for NTKD) the teacher's kernel cache the
 way the pipeline does (``--preset``, the task's suggestions, the embedded data at the preset's
 image size), then times full training steps (``step_loss``: forward passes, the loss, backward,
-optimiser step) for the distillation losses ``none``, ``kd`` and ``ntkd``. Printed, from one run:
-median step time (ms) of each loss, NTKD / none, steps per epoch of the paper's dataset
+optimiser step) for the distillation losses ``none``, ``kd`` and ``ntkd``, and the fabricated
+device's backend-only fine-tuning (``e2e`` and ``ntkd`` on captured feature maps). The steps of
+all five interleave, round by round. Printed, from one run: median step time (ms) of each,
+NTKD / none and fine-tuning NTKD / e2e, steps per epoch of the paper's dataset
 (MNIST / CIFAR-10: 60k / 50k training images; Carvana: 5088) and the time that epoch would take
 (median step x steps), and the teacher-cache build time per 1000 images.
 
@@ -57,52 +59,85 @@ def build_case(optics: str, task: str, preset: str, method: str, sets: tuple[str
     return cfg, pipe.task, pipe.splits, student, build_teacher(cfg, teacher_spec(pipe.task, pipe.splits), 0)
 
 
+class _Stepper:
+    """One loss's training steps on one case: the student, its optimiser and (for NTKD) the
+    teacher's kernel cache, built as the pipeline builds them. ``backend_only``: the fabricated
+    device's case, the frontend fixed and its feature maps captured once (finetune.py), only
+    the backend trained."""
+
+    def __init__(self, case: tuple[str, str, str], method: str, device: torch.device, precision: str,
+                 cache_images: int, sets: tuple[str, ...], backend_only: bool = False):
+        optics, task, preset = case
+        cfg, self.task, splits, student, self.teacher = build_case(optics, task, preset, method, sets)
+        self.loss_fn = cfg.methods["distill"][method].build()
+        self.batch, self.device, self.precision = cfg.train.batch_size, device, precision
+        student.to(device)
+        self.teacher.to(device).eval().requires_grad_(False)
+        x_all, self.y_all = splits.train.tensors
+        self.n = min(len(x_all), max(cache_images, self.batch))
+        self.x_all = x_all[: self.n].to(device)
+        self.inputs = self.x_all
+        self.model = student
+        if backend_only:
+            with torch.no_grad():
+                self.inputs = torch.cat([student.frontend(c) for c in self.x_all.split(256)])
+            self.model = student.backend
+        self.kernel = None
+        self.info: dict = {"params_M": sum(p.numel() for p in student.parameters()) / 1e6,
+                           "teacher_M": sum(p.numel() for p in self.teacher.parameters()) / 1e6,
+                           "rgb": student.frontend.in_channels == 3}
+        if self.loss_fn.needs_teacher_kernel:
+            _sync(device)
+            t0 = time.perf_counter()
+            cache = bounded_cache(self.teacher, self.x_all, reduce=self.task.ntk_reduce)
+            _sync(device)
+            self.info["cache_s_per_1000"] = (time.perf_counter() - t0) * 1000 / self.n
+            self.info["cache_mode"] = cache.mode
+            self.kernel = lambda xb, idx, c=cache: c.kernel(idx)  # noqa: E731
+        self.opt = make_optimizer(self.model, cfg.train, None)
+        self.step_no = 0
+
+    def __call__(self) -> float:
+        """One step's time in seconds."""
+        idx = torch.arange(self.step_no * self.batch, (self.step_no + 1) * self.batch) % self.n
+        self.step_no += 1
+        xb, inb, yb = self.x_all[idx], self.inputs[idx], self.y_all[idx].to(self.device)
+        needs_teacher = self.loss_fn.needs_teacher
+        _sync(self.device)
+        t0 = time.perf_counter()
+        loss, _ = step_loss(self.model, self.model, self.loss_fn, self.task, x=xb, y=yb, index=idx,
+                            student_input=inb, device=self.device, teacher=self.teacher if needs_teacher else None,
+                            teacher_kernel=self.kernel, precision=self.precision)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        float(loss.detach())
+        _sync(self.device)
+        return time.perf_counter() - t0
+
+
+def interleaved_medians(steppers: dict[str, _Stepper], steps: int) -> dict[str, float]:
+    """Median step (ms) of each; the rounds interleave them, so a change of load hits all alike.
+    The first round warms up (allocations, cuDNN/cuFFT plans)."""
+    times: dict[str, list[float]] = {k: [] for k in steppers}
+    for round_no in range(steps + 1):
+        for k, step in steppers.items():
+            t = step()
+            if round_no:
+                times[k].append(t)
+    return {k: statistics.median(v) * 1000 for k, v in times.items()}
+
+
 def time_case(optics: str, task: str, preset: str, device: torch.device, precision: str, steps: int,
               cache_images: int, sets: tuple[str, ...] = ()) -> dict:
-    row: dict = {"case": f"{optics}/{task}", "preset": preset}
-    for method in ("none", "kd", "ntkd"):
-        cfg, tk, splits, student, teacher = build_case(optics, task, preset, method, sets)
-        loss_fn = cfg.methods["distill"][method].build()
-        batch = cfg.train.batch_size
-        student.to(device)
-        teacher.to(device).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        x_all, y_all = splits.train.tensors
-        n = min(len(x_all), max(cache_images, batch))
-        kernel = None
-        if loss_fn.needs_teacher_kernel:
-            _sync(device)
-            t0 = time.perf_counter()
-            cache = bounded_cache(teacher, x_all[:n].to(device), reduce=tk.ntk_reduce)
-            _sync(device)
-            row["cache_s_per_1000"] = (time.perf_counter() - t0) * 1000 / n
-            row["cache_mode"] = cache.mode
-            kernel = lambda xb, idx, c=cache: c.kernel(idx)  # noqa: E731
-        opt = make_optimizer(student, cfg.train, None)
-        times = []
-        for step in range(steps + 1):  # the first step warms up (allocations, cuDNN/cuFFT plans)
-            idx = torch.arange(step * batch, (step + 1) * batch) % n
-            xb, yb = x_all[idx].to(device), y_all[idx].to(device)
-            _sync(device)
-            t0 = time.perf_counter()
-            loss, _ = step_loss(student, student, loss_fn, tk, x=xb, y=yb, index=idx, student_input=xb,
-                                device=device, teacher=teacher if loss_fn.needs_teacher else None,
-                                teacher_kernel=kernel, precision=precision)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            float(loss.detach())
-            _sync(device)
-            if step:
-                times.append(time.perf_counter() - t0)
-        row[method] = statistics.median(times) * 1000
-        row["batch"] = batch
-        rgb = student.frontend.in_channels == 3
-        key = "classification-rgb" if task == "classification" and rgb else task
-        row["epoch_steps"] = -(-PAPER_TRAIN_IMAGES[key] // batch)
-        row["params_M"] = sum(p.numel() for p in student.parameters()) / 1e6
-        row["teacher_M"] = sum(p.numel() for p in teacher.parameters()) / 1e6
+    case = (optics, task, preset)
+    steppers = {m: _Stepper(case, m, device, precision, cache_images, sets) for m in ("none", "kd", "ntkd")}
+    steppers["ft_e2e"] = _Stepper(case, "none", device, precision, cache_images, sets, backend_only=True)
+    steppers["ft_ntkd"] = _Stepper(case, "ntkd", device, precision, cache_images, sets, backend_only=True)
+    row: dict = {"case": f"{optics}/{task}", "preset": preset, **interleaved_medians(steppers, steps),
+                 **steppers["ntkd"].info, "batch": steppers["none"].batch}
+    key = "classification-rgb" if task == "classification" and row["rgb"] else task
+    row["epoch_steps"] = -(-PAPER_TRAIN_IMAGES[key] // row["batch"])
     return row
 
 
@@ -126,8 +161,9 @@ def main() -> None:
     print(f"device: {name}; precision {args.precision}; median of {args.steps} steps (ms)"
           + (f"; --set {' '.join(args.sets)}" if args.sets else ""))
     print("| case | preset | batch | student / teacher (M params) | none | kd | ntkd | ntkd / none "
+          "| fine-tune e2e | fine-tune ntkd | ntkd / e2e "
           "| steps per paper epoch | ntkd epoch (min) | teacher NTK cache (s / 1000 images) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for case in [c.strip() for c in args.cases.split(",") if c.strip()]:
         optics, task = case.split("/")
         for preset in [p.strip() for p in args.presets.split(",") if p.strip()]:
@@ -135,6 +171,7 @@ def main() -> None:
                           tuple(args.sets))
             print(f"| {r['case']} | {preset} | {r['batch']} | {r['params_M']:.2f} / {r['teacher_M']:.2f} "
                   f"| {r['none']:.1f} | {r['kd']:.1f} | {r['ntkd']:.1f} | {r['ntkd'] / r['none']:.2f} "
+                  f"| {r['ft_e2e']:.2f} | {r['ft_ntkd']:.2f} | {r['ft_ntkd'] / r['ft_e2e']:.2f} "
                   f"| {r['epoch_steps']} | {r['ntkd'] * r['epoch_steps'] / 60000:.1f} "
                   f"| {r.get('cache_s_per_1000', float('nan')):.2f} ({r.get('cache_mode', '-')}) |", flush=True)
 

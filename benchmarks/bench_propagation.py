@@ -5,11 +5,16 @@ Prints medians over repeats (forward + backward; each repeat times a block of ba
 * angular-spectrum propagation of an n x n field with 2x padding (padded grid 256^2 and 1024^2),
   next to the bare ``torch.fft.fft2`` + ``ifft2`` pair on the same padded grid, measured in the
   same run and interleaved (so both see the same machine load); the ratio's goal is <= 1.2x;
-* the 4f frontend at its defaults on a batch of 128 28 x 28 images.
+* the 4f frontend at its defaults on a batch of 128 28 x 28 images;
+* the diffractive stack at the paper's size (``--preset paper``: 5 layers of 200 x 200 neurons,
+  Lin et al. 2018), forward + backward of a batch, next to its floor: the same number of bare
+  fft2 + ifft2 pairs (one per gap) on the same batched, padded grid. The layers are applied one
+  after another (each sees the field the last one made), so the floor is what the stack costs
+  with nothing but its transforms.
 
 Best (minimum) times are printed too: on a shared machine they are the least disturbed.
 
-Usage: python benchmarks/bench_propagation.py [--repeats 21] [--threads N]
+Usage: python benchmarks/bench_propagation.py [--repeats 21] [--threads N] [--diffractive-batch 32]
 """
 
 from __future__ import annotations
@@ -94,10 +99,46 @@ def bench_4f(repeats: int, batch: int = 128) -> tuple[list[float], list[float]]:
     return t_step, t_fwd
 
 
+def bench_diffractive(repeats: int, batch: int) -> tuple[list[float], list[float], str]:
+    from onnx_run_optics_diffractive import DiffractiveConfig, DiffractiveFrontend
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fe = DiffractiveFrontend(DiffractiveConfig(preset="lin2018", num_neurons=200, num_layers=5))
+    x = torch.rand(batch, fe.in_channels, *fe.input_size, generator=torch.Generator().manual_seed(0))
+    g = fe.geometry
+    gaps = len(fe.gaps_m())
+    padded = fe._transfer(fe.gaps_m()[0], x.device).shape[-2:]
+    full = torch.randn(batch, fe.in_channels, *padded, dtype=torch.complex64).requires_grad_(True)
+    grad_full = torch.randn_like(full)
+
+    def step() -> None:
+        fe.zero_grad(set_to_none=True)
+        fe(x).square().mean().backward()
+
+    def floor() -> None:
+        full.grad = None
+        out = full
+        for _ in range(gaps):
+            out = torch.fft.ifft2(torch.fft.fft2(out))
+        out.backward(grad_full)
+
+    step()
+    floor()
+    t_step, t_floor = [], []
+    for _ in range(repeats):
+        t_step.append(_timed(step))
+        t_floor.append(_timed(floor))
+    shape = f"{g.num_layers} layers of {g.num_neurons}^2 neurons, simulation {g.sim_size}^2, padded {padded[0]}^2"
+    return t_step, t_floor, f"{shape}, {gaps} gaps, batch {batch}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=21)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--diffractive-batch", type=int, default=32,
+                    help="batch of the paper-size diffractive stack (the paper preset trains at 128: x4)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -123,6 +164,16 @@ def main() -> None:
     print("|---|---|---|")
     print(f"| forward + backward | {statistics.median(t_step) * 1e3:.2f} | {min(t_step) * 1e3:.2f} |")
     print(f"| forward only (no grad) | {statistics.median(t_fwd) * 1e3:.2f} | {min(t_fwd) * 1e3:.2f} |")
+    print()
+    try:
+        t_stack, t_floor, shape = bench_diffractive(max(3, args.repeats // 4), args.diffractive_batch)
+    except ImportError:
+        print("diffractive stack: onnx-run-optics-diffractive is not installed")
+        return
+    med_s, med_f = statistics.median(t_stack), statistics.median(t_floor)
+    print(f"| diffractive stack, paper size ({shape}) | forward + backward (ms) | its FFT floor (ms) | ratio |")
+    print("|---|---|---|---|")
+    print(f"| median | {med_s * 1e3:.1f} | {med_f * 1e3:.1f} | {med_s / med_f:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -31,8 +31,11 @@ CASES = {"none": ["--distill", "none"], "ntkd": ["--distill", "ntkd", *NTKD],
          "ntkd-subset": ["--distill", "ntkd", *NTKD, "--set", "distill.ntkd.max_samples=40"]}
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", [pytest.param("none", marks=pytest.mark.slow), "ntkd",
+                                  pytest.param("ntkd-subset", marks=pytest.mark.slow)])
 def test_two_process_ddp_matches_single_process(case, tmp_path):
+    """CI runs the NTKD case (gradients averaged by DDP and the kernel from gathered factors);
+    plain training and the kernel on the first samples only run with -m slow (15 s each)."""
     from onnx_run.plugins import registry
 
     if "4f" not in registry()["optics"]:

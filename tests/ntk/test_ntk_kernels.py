@@ -135,6 +135,21 @@ def bn_model():
     return m.eval()
 
 
+def gn_model():
+    """The segmentation decoder's pattern: convolutions, GroupNorm with non-trivial scale and
+    shift, an up-convolution; dense outputs."""
+    torch.manual_seed(7)
+    m = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.ReLU(),
+        nn.ConvTranspose2d(4, 4, 2, stride=2), nn.GroupNorm(4, 4), nn.Tanh(), nn.Conv2d(4, 2, 1),
+    )  # fmt: skip
+    with torch.no_grad():
+        for gn in (m[1], m[4]):
+            gn.weight.uniform_(0.5, 1.5)
+            gn.bias.uniform_(-0.3, 0.3)
+    return m
+
+
 # ------------------------------------------------------------------------------------ tests
 
 
@@ -171,8 +186,9 @@ def test_structured_path_really_uses_layer_factors():
 
 @pytest.mark.parametrize(
     "make, shape",
-    [(mlp, (6, 5)), (small_convnet, (5, 2, 8, 8)), (fft_model, (5, 1, 10, 10)), (bn_model, (5, 1, 6, 6))],
-    ids=["mlp", "convnet", "fft-kernels", "batchnorm-eval"],
+    [(mlp, (6, 5)), (small_convnet, (5, 2, 8, 8)), (fft_model, (5, 1, 10, 10)), (bn_model, (5, 1, 6, 6)),
+     (gn_model, (4, 2, 4, 4))],
+    ids=["mlp", "convnet", "fft-kernels", "batchnorm-eval", "groupnorm"],
 )
 def test_structured_equals_exact(make, shape):
     m = make()
@@ -356,3 +372,94 @@ def test_kernel_with_outputs_gives_the_same_loss_gradient_as_two_passes(frozen_f
     assert not k_ng.requires_grad and not out_ng.requires_grad
     with pytest.raises(ValueError, match="exact method"):
         empirical_ntk_with_outputs(m, x, method="jvp")
+
+
+class BatchScaled(nn.Module):
+    """Divides by the largest value in the whole batch: the samples interact, as an optics
+    with an automatic exposure over the batch would."""
+
+    def forward(self, x):
+        return x / x.abs().amax()
+
+
+def test_a_model_whose_samples_interact_gets_the_per_sample_kernel():
+    """The structured kernel takes one forward of the whole batch only where the probe found
+    a batch's outputs equal to those of its samples alone; here it must not, and the kernel is
+    still that of each sample on its own (brute force runs the samples one at a time)."""
+    import onnx_run.ntk.structured as structured
+
+    torch.manual_seed(6)
+    m = nn.Sequential(BatchScaled(), nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
+    x = torch.randn(4, 4)
+    ref = brute_force_ntk(m, x, all_names(m))
+    assert_close(empirical_ntk(m, x, method="structured"), ref)
+    probed = structured._probe(m, x, structured._structured_units(m, resolve_params(m, None)), None)
+    assert not probed.samplewise
+    plain = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
+    assert structured._probe(plain, x, structured._structured_units(plain, resolve_params(plain, None)), None).samplewise
+
+
+@pytest.mark.parametrize("make, shape", [(mlp, (5, 5)), (small_convnet, (4, 2, 8, 8))], ids=["mlp", "convnet"])
+def test_the_batch_pass_equals_the_per_sample_pass_with_gradients(make, shape, monkeypatch):
+    """Kernel, outputs and the gradient of an NTKD-like loss agree between the whole-batch
+    pass and the per-sample (vmap) pass it replaces."""
+    import dataclasses
+
+    import onnx_run.ntk.structured as structured
+    from onnx_run.ntk import empirical_ntk_with_outputs
+
+    m = make()
+    x = torch.randn(*shape)
+    params = list(m.parameters())
+
+    def step():
+        k, out = empirical_ntk_with_outputs(m, x, create_graph=True)
+        loss = kernel_discrepancy(k, torch.eye(shape[0]) + 0.2, "alignment_centered") + out.square().mean()
+        return k.detach(), out.detach(), torch.autograd.grad(loss, params)
+
+    batch = step()
+    probe = structured._probe
+    monkeypatch.setattr(structured, "_probe", lambda *a: dataclasses.replace(probe(*a), samplewise=False))
+    per_sample = step()
+    assert_close(batch[0], per_sample[0])
+    assert_close(batch[1], per_sample[1])
+    for a, b in zip(batch[2], per_sample[2]):
+        assert_close(a, b)
+
+
+def test_the_probe_runs_once_per_model_and_input_shape():
+    """The probe's small forwards (shapes, layers used once, samples independent) happen on
+    the first kernel of a model and input shape only: afterwards a kernel costs one forward."""
+    calls = []
+    m = mlp()
+    m.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
+    x = torch.randn(6, 5)
+    empirical_ntk(m, x)
+    first = len(calls)
+    assert first >= 2  # the probe's forwards, then the kernel's own
+    for _ in range(3):
+        empirical_ntk(m, x + 1)
+    assert len(calls) == first + 3 and calls[-3:] == [6, 6, 6]
+    empirical_ntk(m, torch.randn(6, 5, 5).transpose(1, 2)[:, 0])  # same shape: still known
+    assert len(calls) == first + 4
+    empirical_ntk(m, torch.randn(2, 3, 5))  # a new input shape asks again
+    assert len(calls) > first + 5
+
+
+def test_group_norm_goes_the_structured_way_and_its_gradients_hold():
+    """GroupNorm's scale and shift come from its normalised input and output sensitivities
+    (no per-sample Jacobian), against brute force; the NTKD gradient through them against
+    central differences."""
+    m = gn_model()
+    x = torch.randn(3, 2, 4, 4)
+    import onnx_run.ntk.structured as structured
+
+    params = resolve_params(m, None)
+    assert [u.path for u in structured._structured_units(m, params)] == ["0", "1", "3", "4", "6"]
+    fac = kernel_factors(m, x, params, None, structured=True)
+    assert_close(cross_kernel(fac, fac), brute_force_ntk(m, x, all_names(m)))
+    torch.manual_seed(9)
+    k_teacher = torch.randn(3, 3)
+    k_teacher = k_teacher @ k_teacher.T
+    _directional_check(lambda: kernel_discrepancy(empirical_ntk(m, x, create_graph=True), k_teacher,
+                                                  kind="alignment_centered"), list(m.parameters()))
