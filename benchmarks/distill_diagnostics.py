@@ -16,8 +16,16 @@ prints two tables (Markdown), writing nothing:
 
     .venv/bin/python benchmarks/distill_diagnostics.py runs/4f-classification-fashion-mnist-compare --folds 2
 
-Classification runs only (the alignment with Y Y^T needs class labels). --folds trains the
-fold teachers if they are not cached yet.
+Segmentation runs too: the targets table is then per pixel (pixel accuracy, per-pixel
+entropy), Y is each image's one-hot mask flattened (Y Y^T counts the pixels two images agree
+on, per class), and the kernels are taken over the logits through a fixed Gaussian projection
+to ``--projection`` outputs (an unbiased estimate of the per-pixel trace NTK, as NTKD's own
+``task.ntk_projection_dim``, with more outputs for a steadier estimate); the per-layer rows of
+the teacher are left out there (one kernel pass per layer of a U-Net).
+
+    .venv/bin/python benchmarks/distill_diagnostics.py runs/seg-compare --n 64
+
+--folds trains the fold teachers if they are not cached yet.
 """
 
 from __future__ import annotations
@@ -69,6 +77,8 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=0, help="also the out-of-fold targets of K fold teachers")
     ap.add_argument("--n", type=int, default=256, help="validation images in the kernel batch")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--projection", type=int, default=32,
+                    help="dense outputs (segmentation): the logits projected to this many outputs for the kernels")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = run_dir_config(args.run_dir)
@@ -78,7 +88,8 @@ def main() -> None:
     x_train, y_train = pipe.splits.train.tensors
     x_val, y_val = pipe.splits.val.tensors
 
-    print(f"teacher {info['name']}: test accuracy {info['test_accuracy'] * 100:.2f} %\n")
+    metric = pipe.task.primary_metric
+    print(f"teacher {info['name']}: test {metric} {info[f'test_{metric}'] * 100:.2f} %\n")
     print("| targets | accuracy (%) | " + " | ".join(f"T = {t:g}: entropy (nats) / max prob" for t in TEMPERATURES)
           + " |")
     print("|---|---|" + "---|" * len(TEMPERATURES))
@@ -90,23 +101,31 @@ def main() -> None:
 
     idx = torch.randperm(len(x_val), generator=torch.Generator().manual_seed(0))[: args.n]
     xb, yb = x_val[idx], y_val[idx]
-    labels = F.one_hot(yb, pipe.num_outputs).double()
+    labels = F.one_hot(yb, pipe.num_outputs).flatten(1).double()
     k_labels = labels @ labels.T
+    dense = yb.dim() > 1
+    reduce = None
+    if dense:
+        with torch.no_grad():
+            width = teacher(xb[:1]).flatten(1).shape[1]
+        gen = torch.Generator().manual_seed(0)
+        projection = torch.randn(width, args.projection, generator=gen) / args.projection**0.5
+        reduce = lambda out: out.flatten(1) @ projection.to(out)  # noqa: E731
     names = [n for n, _ in teacher.named_parameters()]
-    k_teacher = empirical_ntk(teacher, xb, params=names)
+    k_teacher = empirical_ntk(teacher, xb, params=names, reduce=reduce)
     print(f"\nKernels on {args.n} validation images (centred alignment; student: first seed's best.pt)\n")
     print("| kernel | with the teacher's NTK | with the labels Y Y^T |")
     print("|---|---|---|")
     print(f"| teacher NTK (all {sum(p.numel() for p in teacher.parameters())} parameters) | 1 | "
           f"{alignment(k_teacher, k_labels):.3f} |")
     layers: dict[str, list[str]] = {}
-    for name in names:  # one kernel block per layer (weight and bias together)
+    for name in names if not dense else []:  # one kernel block per layer (weight and bias together)
         layers.setdefault(name.rsplit(".", 1)[0], []).append(name)
     for layer, params in layers.items():
         k = empirical_ntk(teacher, xb, params=params)
         print(f"| teacher NTK block of layer {layer} | {alignment(k, k_teacher):.3f} | {alignment(k, k_labels):.3f} |")
     with torch.no_grad():
-        z = teacher(xb).double()
+        z = teacher(xb).flatten(1).double()
     print(f"| teacher logits, z z^T | {alignment(z @ z.T, k_teacher):.3f} | {alignment(z @ z.T, k_labels):.3f} |")
     students = [("untrained (seed of the run)", None)] + student_checkpoints(args.run_dir)
     for method, path in students:
@@ -116,7 +135,7 @@ def main() -> None:
         model.eval()
         for scope, params in (("backend", model.backend_parameter_names()),
                               ("all", [n for n, p in model.named_parameters() if p.requires_grad])):
-            k = empirical_ntk(model, xb, params=params)
+            k = empirical_ntk(model, xb, params=params, reduce=reduce)
             print(f"| student {method}, NTK over {scope} | {alignment(k, k_teacher):.3f} | "
                   f"{alignment(k, k_labels):.3f} |")
 
