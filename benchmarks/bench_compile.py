@@ -14,7 +14,6 @@ Needs a C++ compiler (inductor generates C++ on the CPU).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 import warnings
@@ -26,15 +25,9 @@ import torch.nn.functional as F
 from onnx_run.ntk import empirical_ntk_with_outputs, kernel_discrepancy
 from onnx_run.physics import Grid, apply_transfer_function, transfer_function
 
-
-def interleaved(fns: dict, repeats: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():
-            t0 = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_ntk import timed_rounds  # noqa: E402  (median ms of interleaved rounds, after a warm-up)
+from bench_presets import _Stepper  # noqa: E402
 
 
 def compiled_first_call(fn) -> float:
@@ -60,16 +53,13 @@ def propagation_rows(repeats: int) -> list[str]:
             return step
 
         build = compiled_first_call(run(comp))
-        t = interleaved({"eager": run(apply_transfer_function), "compiled": run(comp)}, repeats)
+        t = timed_rounds({"eager": run(apply_transfer_function), "compiled": run(comp)}, repeats)
         rows.append(f"| propagation, {padded}^2 padded | {t['eager']:.2f} | {t['compiled']:.2f} "
                     f"| {t['compiled'] / t['eager']:.2f}x | {build:.1f} | |")
     return rows
 
 
 def ntkd_row(repeats: int) -> str:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from bench_presets import _Stepper
-
     st = _Stepper(("4f", "classification", "default"), "ntkd", torch.device("cpu"), "fp32", 512, (),
                   backend_only=True)
     model, x, y = st.model, st.inputs[:64], st.y_all[:64]
@@ -91,7 +81,7 @@ def ntkd_row(repeats: int) -> str:
     eager_grads = [p.grad.clone() for p in model.parameters()]
     build = compiled_first_call(run(comp))
     diff = max(float((a - p.grad).abs().max()) for a, p in zip(eager_grads, model.parameters()))
-    t = interleaved({"eager": run(loss), "compiled": run(comp)}, repeats)
+    t = timed_rounds({"eager": run(loss), "compiled": run(comp)}, repeats)
     return (f"| NTKD loss, 4f backend fine-tuning, batch 64 | {t['eager']:.2f} | {t['compiled']:.2f} "
             f"| {t['compiled'] / t['eager']:.2f}x | {build:.1f} | {diff:.1e} |")
 

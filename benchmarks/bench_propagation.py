@@ -44,6 +44,21 @@ def _inner_for(fn, target_s: float = 0.05) -> int:
     return max(1, int(target_s / max(_timed(fn), 1e-6)))
 
 
+def _paired(a, b, repeats: int, *, warmup: int = 3, inner: int | None = 1) -> tuple[list[float], list[float]]:
+    """Times of ``a`` and ``b`` (seconds per call), interleaved repeat by repeat so that both see
+    the same machine load, after ``warmup`` calls of each (allocations, cached transfer
+    functions); ``inner=None`` sizes the blocks of back-to-back calls from ``b``."""
+    for _ in range(warmup):
+        a()
+        b()
+    inner = _inner_for(b) if inner is None else inner
+    t_a, t_b = [], []
+    for _ in range(repeats):
+        t_a.append(_timed(a, inner))
+        t_b.append(_timed(b, inner))
+    return t_a, t_b
+
+
 def bench_propagation(padded: int, repeats: int) -> tuple[list[float], list[float]]:
     n = padded // 2
     grid = Grid(n, 8e-6, 532e-9)
@@ -62,15 +77,7 @@ def bench_propagation(padded: int, repeats: int) -> tuple[list[float], list[floa
         full.grad = None
         torch.fft.ifft2(torch.fft.fft2(full)).backward(grad_full)
 
-    for _ in range(3):  # warm-up, builds and caches the transfer function
-        prop()
-        bare()
-    inner = _inner_for(bare)
-    t_prop, t_bare = [], []
-    for _ in range(repeats):
-        t_prop.append(_timed(prop, inner))
-        t_bare.append(_timed(bare, inner))
-    return t_prop, t_bare
+    return _paired(prop, bare, repeats, inner=None)
 
 
 def bench_4f(repeats: int, batch: int = 128) -> tuple[list[float], list[float]]:
@@ -89,14 +96,7 @@ def bench_4f(repeats: int, batch: int = 128) -> tuple[list[float], list[float]]:
         with torch.no_grad():
             fe(x)
 
-    for _ in range(3):
-        step()
-        forward()
-    t_step, t_fwd = [], []
-    for _ in range(repeats):
-        t_step.append(_timed(step))
-        t_fwd.append(_timed(forward))
-    return t_step, t_fwd
+    return _paired(step, forward, repeats)
 
 
 def bench_diffractive(repeats: int, batch: int) -> tuple[list[float], list[float], str]:
@@ -123,12 +123,7 @@ def bench_diffractive(repeats: int, batch: int) -> tuple[list[float], list[float
             out = torch.fft.ifft2(torch.fft.fft2(out))
         out.backward(grad_full)
 
-    step()
-    floor()
-    t_step, t_floor = [], []
-    for _ in range(repeats):
-        t_step.append(_timed(step))
-        t_floor.append(_timed(floor))
+    t_step, t_floor = _paired(step, floor, repeats, warmup=1)
     shape = f"{g.num_layers} layers of {g.num_neurons}^2 neurons, simulation {g.sim_size}^2, padded {padded[0]}^2"
     return t_step, t_floor, f"{shape}, {gaps} gaps, batch {batch}"
 

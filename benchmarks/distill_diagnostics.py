@@ -31,11 +31,13 @@ the teacher are left out there (one kernel pass per layer of a U-Net).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from onnx_run.errors import UserError
 from onnx_run.ntk import empirical_ntk, kernel_discrepancy
 from onnx_run.pipeline import Pipeline, run_dir_config
 from onnx_run.train.checkpoint import load_checkpoint
@@ -80,6 +82,8 @@ def main() -> None:
     ap.add_argument("--projection", type=int, default=32,
                     help="dense outputs (segmentation): the logits projected to this many outputs for the kernels")
     args = ap.parse_args()
+    if args.projection < 1 or args.n < 2:
+        ap.error(f"--projection must be at least 1 and --n at least 2 (got {args.projection} and {args.n})")
     torch.set_num_threads(args.threads)
     cfg = run_dir_config(args.run_dir)
     cfg.run.progress = False
@@ -141,4 +145,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as err:  # a run directory it cannot read: one line, exit 2
+        print(f"Error: {err}", file=sys.stderr)
+        sys.exit(2)

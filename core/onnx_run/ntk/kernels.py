@@ -8,10 +8,11 @@ one module each:
 - ``"exact"`` (exact.py): per-sample Jacobians with torch.func (vmap over samples of jacrev),
   then a Gram matrix. Reference answer; memory n * O * P.
 - ``"structured"`` (structured.py): exact and fast. For nn.Linear / nn.Conv2d /
-  nn.ConvTranspose2d layers the Jacobian factorises into the layer input a and the
+  nn.ConvTranspose2d / nn.GroupNorm layers the Jacobian factorises into the layer input a and the
   back-propagated output sensitivities d (weight gradient = d a^T), so their blocks are built
   from those two small factors; only the remaining parameter tensors (an optical kernel or phase
-  mask: few values) need per-sample Jacobians. One vmap(jacrev) pass yields both.
+  mask: few values) need per-sample Jacobians. One vmap(jacrev) pass yields both (one
+  forward of the whole batch where nothing needs a per-sample Jacobian).
 - ``"jvp"`` (estimators.py): unbiased estimate from R forward-mode products J z_r with Gaussian
   directions z_r.
 - ``"fd"`` (estimators.py): the same estimate with finite differences

@@ -245,9 +245,9 @@ class _Probed:
 
 
 #: per model, the probe's answer for each (input shape, dtype, device, mode, layers, reduce):
-#: a forward of one sample costs as much as a whole batch's where the optics compute their
-#: kernels from a large mask (4f: 2.7 of a 7.3 ms training step), and the answer depends on
-#: shapes and modules, never on parameter values
+#: a forward of one sample costs about as much as a whole batch's where the optics compute
+#: their kernels from a large mask (the 4f), and the answer depends on shapes and modules,
+#: never on parameter values
 _PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -285,8 +285,10 @@ def kernel_factors(
     """Per-sample kernel factors of ``model`` on ``x`` w.r.t. ``params`` (name -> tensor).
 
     Everything is computed by one vmap-over-samples of jacrev w.r.t. (the non-structured
-    parameters, the zero perturbations of structured layer outputs); the layer inputs come
-    back as auxiliary outputs. Differentiable w.r.t. the parameters when grad mode is on.
+    parameters, the zero perturbations of structured layer outputs), or, when every parameter
+    is in a structured layer and the probe found the samples independent, by one forward of
+    the batch and O pull-backs (``_batch_sensitivities``); the layer inputs come back as
+    auxiliary outputs. Differentiable w.r.t. the parameters when grad mode is on.
     ``cost_rows`` / ``cost_pairs`` size the choice of form per layer (default: this batch and
     its n x n kernel); a cache passes fixed values so every chunk gets the same forms.
     ``force_form`` ("features" or "product") overrides that choice (tests).

@@ -81,8 +81,8 @@ def test_unet_refuses_classification():
 def test_group_norm_decoder_keeps_samples_independent_and_its_ntk_exact():
     """GroupNorm normalises each sample alone: a sample's logits do not depend on the rest of
     the batch (BatchNorm's would), so the student's NTK stays a per-sample kernel; the
-    structured kernel (GroupNorm's affine parameters through per-sample Jacobians) equals the
-    Jacobian one."""
+    structured kernel (GroupNorm's scale and shift as structured blocks) equals the Jacobian
+    one."""
     from onnx_run.ntk import empirical_ntk
 
     torch.manual_seed(0)
