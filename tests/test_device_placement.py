@@ -126,18 +126,15 @@ def test_a_sketched_teacher_kernel_stays_on_the_device():
 
 
 def test_the_estimate_kernel_is_computed_on_the_device():
-    from onnx_run.estimate.ntk_estimate import average_ntk
+    from onnx_run.estimate.ntk_estimate import tangent_features
 
     cfg, tk, splits, _, _ = _setup("4f", "classification", "none")
-
-    def build(seed):
-        torch.manual_seed(seed)
-        fe = cfg.optics.build()
-        return HybridModel(fe, tk.backend_for_estimate(fe.feature_shape(), 10, 2))
-
-    k = average_ntk(build, splits.train.tensors[0][:10], reduce=tk.ntk_reduce, inits=2, seed=0, progress=False,
-                    device=META)
-    assert k.device == META and k.shape == (10, 10) and k.dtype == torch.float64
+    torch.manual_seed(0)
+    fe = cfg.optics.build()
+    model = HybridModel(fe, tk.backend_for_estimate(fe.feature_shape(), 10, 1)).to(META)
+    phi = tangent_features(model, splits.train.tensors[0][:10], reduce=tk.ntk_reduce, directions=8, seed=0,
+                           device=META)
+    assert phi.device == META and phi.shape == (10, 10 * 8) and phi.dtype == torch.float32
 
 
 CORE_ERRORS = [{"name": "brightness"}, {"name": "misalignment"}, {"name": "kernel-error"},

@@ -43,9 +43,110 @@ def test_sizes_resolve_defaults_task_curve_config_then_options(tiny_optics):
 
     cfg = load_config(None, [], {"optics": "tiny", "task": "segmentation"})
     task = cfg.task.build()
-    assert estimate_sizes(cfg, task) == {"inits": 3, "width_multiplier": 1, "max_train": 300, "max_eval": 150}
+    assert estimate_sizes(cfg, task) == {"inits": 3, "width_multiplier": 1, "max_train": 300, "max_eval": 150,
+                                         "warmup_steps": 0, "directions": 256}
     assert estimate_sizes(cfg, task, curve=True) == {"inits": 1, "width_multiplier": 1, "max_train": 100,
-                                                     "max_eval": 50}
+                                                     "max_eval": 50, "warmup_steps": 0, "directions": 256}
+    cfg = load_config(None, [], {"optics": "tiny", "task": "classification"})  # -1: 5 % of the run's steps
+    assert estimate_sizes(cfg, cfg.task.build())["warmup_steps"] == -1
+    cfg = load_config(None, ["estimate.warmup_steps=0"], {"optics": "tiny", "task": "classification"})
+    assert estimate_sizes(cfg, cfg.task.build())["warmup_steps"] == 0  # 0 is a choice (random optics), not "auto"
     cfg = load_config(None, ["estimate.max_train=60"], {"optics": "tiny", "task": "segmentation"})
     assert estimate_sizes(cfg, task, curve=True)["max_train"] == 60  # the user's config beats the task
     assert estimate_sizes(cfg, task, curve=True, max_train=30)["max_train"] == 30  # and an option beats both
+
+
+def test_primal_and_dual_regressions_agree_on_every_prefix():
+    """Tangent features give the same predictions solved in the primal (D x D, Gram accumulated
+    over the prefixes) or the dual (n x n), and the same as the exact kernel Phi Phi^T."""
+    import torch
+
+    from onnx_run.estimate.ntk_estimate import _curve_predictions
+
+    gen = torch.Generator().manual_seed(0)
+    phi = torch.randn(130, 12, generator=gen, dtype=torch.float64)  # 100 train rows, 30 eval rows
+    y = torch.randn(100, 3, generator=gen, dtype=torch.float64)
+    ridges = (1e-3, 1e-1)
+    sizes = [10, 50, 100]  # 10 < D = 12 (dual), 50 and 100 > D (primal)
+    from_features = _curve_predictions(None, phi, sizes, 100, y, ridges)
+    from_kernel = _curve_predictions(phi @ phi.T, None, sizes, 100, y, ridges)
+    for n in sizes:
+        for r in ridges:
+            a = phi[:n]
+            lam = r * float((a * a).sum()) / n
+            direct = phi[100:] @ torch.linalg.solve(a.T @ a + lam * torch.eye(12, dtype=a.dtype), a.T @ y[:n])
+            assert torch.allclose(from_features[n][r], direct, atol=1e-8), (n, r)
+            assert torch.allclose(from_kernel[n][r], direct, atol=1e-8), (n, r)
+
+
+def test_the_learning_curve_extrapolates_a_power_law():
+    from onnx_run.estimate.ntk_estimate import learning_curve_fit
+
+    sizes = [1000, 2000, 4000, 8000]
+    truth = [1 - (0.1 + 2.0 * n**-0.4) for n in sizes]
+    at = 54000
+    assert abs(learning_curve_fit(sizes, truth, at) - (1 - (0.1 + 2.0 * at**-0.4))) < 1e-4
+    assert learning_curve_fit(sizes, truth, 8000) == truth[-1]  # nothing to extrapolate
+    assert learning_curve_fit(sizes[:2], truth[:2], at) == truth[1]  # too few points to fit
+    falling = [0.9, 0.89, 0.88, 0.87]  # a curve that falls gains nothing: the last measured score
+    assert abs(learning_curve_fit(sizes, falling, at) - 0.87) < 1e-6
+
+
+def test_the_warm_up_trains_optics_and_backend_with_the_runs_recipe(tiny_optics):
+    import torch
+
+    from onnx_run.components import HybridModel
+    from onnx_run.config import load_config
+    from onnx_run.estimate.ntk_estimate import warm_up
+
+    cfg = load_config(None, ["train.lr=0.01"], {"optics": "tiny", "task": "classification"})
+    task = cfg.task.build()
+    torch.manual_seed(0)
+    fe = cfg.optics.build()
+    splits = task.datasets(image_size=tuple(fe.input_size), channels=fe.in_channels, seed=0)
+    model = HybridModel(fe, task.backend_for_estimate(fe.feature_shape(), 10, 1))
+    x, y = splits.train.tensors[0][:256], splits.train.tensors[1][:256]
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    loss0 = float(task.loss(model(x), y).detach())
+    warm_up(model, task, x, y, cfg.train, steps=30, seed=0)
+    assert float(task.loss(model(x), y).detach()) < loss0 and not model.training
+    moved = {n.split(".")[0] for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert moved == {"frontend", "backend"}
+
+
+def test_a_regression_on_fewer_images_than_the_run_is_extrapolated(tiny_optics, tmp_path):
+    res = CliRunner().invoke(cli, ["estimate", "--optics", "tiny", "--out", str(tmp_path), "--inits", "2",
+                                   "--max-train", "400", "--set", "estimate.max_eval=100",
+                                   "--set", "run.progress=false"])
+    assert res.exit_code == 0, res.output
+    row = json.loads(next(tmp_path.glob("*/estimate.json")).read_text())[0]
+    assert row["learning_curve"]["n_train"] == [50, 100, 200, 400] and row["extrapolated_to"] > 400
+    assert row["estimate"] >= row["learning_curve"]["accuracy"][-1] == row["measured"]
+    assert 0 < row["estimate_band"] < 0.3 and len(row["estimate_by_init"]) == 2
+    assert row["warmup_steps"] > 0 and row["kernel"] == "exact"
+
+
+def test_design_recommends_the_smallest_candidate_that_meets_the_target(tiny_optics, tmp_path):
+    args = ["design", "--optics", "tiny", "--out", str(tmp_path), *SMALL, "--sizes", "optics.num_kernels=1,2"]
+    res = CliRunner().invoke(cli, [*args, "--target", "30"])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "design-tiny-classification-digits"
+    data = json.loads((out / "design.json").read_text())
+    assert data["recommended"] == 1 and data["meets"] and [c["num_kernels"] for c in data["candidates"]] == [1, 2]
+    assert "recommended: optics.num_kernels=1 (1 kernel)" in res.output
+    table = (out / "design.md").read_text()
+    assert "| 1 **recommended** | 1 |" in table and "backend parameters" in table
+    assert (out / "design.png").stat().st_size > 10_000
+    res = CliRunner().invoke(cli, [*args, "--target", "99.99"])  # out of reach: says so, names the best
+    assert res.exit_code == 0, res.output
+    assert "no candidate meets 99.99 % accuracy: the best is optics.num_kernels=" in res.output
+    assert not json.loads((out / "design.json").read_text())["meets"]
+
+
+def test_design_refuses_a_bad_target_or_sizes_in_one_line(tiny_optics, tmp_path):
+    for extra, expected in [(["--target", "120"], "--target"), (["--target", "90", "--sizes", "kernels=1,2"],
+                                                                "expected SECTION.KEY=V1,V2")]:
+        res = CliRunner().invoke(cli, ["design", "--optics", "tiny", "--out", str(tmp_path), *SMALL, *extra])
+        assert res.exit_code == 2, res.output
+        assert expected in res.output, res.output
+    assert not any(tmp_path.iterdir())

@@ -348,21 +348,43 @@ def report_cmd(run_dir: str) -> None:
     click.echo((pipe.run_dir / "results.md").read_text())
 
 
+def estimate_options(fn):
+    """The estimate's size options, shared by ``estimate`` and ``design``."""
+    for option in reversed([
+        click.option("--inits", type=click.IntRange(1, 64), default=None,
+                     help="students (seeds) whose kernel regressions are averaged [default: 2]"),
+        click.option("--width-multiplier", type=click.IntRange(1, 64), default=None,
+                     help="backend hidden widths x this [default: 1, the widths the run trains]"),
+        click.option("--max-train", type=click.IntRange(10, 1_000_000), default=None,
+                     help="training images in the kernel regression [default: all; segmentation 300]"),
+        click.option("--warmup-steps", type=click.IntRange(0, 100_000), default=None,
+                     help="task-loss steps before the kernel is taken; 0: random optics "
+                          "[default: 5 % of the run's training steps; segmentation 0]"),
+    ]):
+        fn = option(fn)
+    return fn
+
+
 @cli.command("estimate")
 @config_options
 @click.option("--sweep", metavar="KEY=V1,V2,...",
               help="vary one setting, e.g. optics.num_kernels=1,2,4,8 or optics.aperture_mm=0.5,1,2")
-@click.option("--inits", type=click.IntRange(1, 64), default=None,
-              help="random initialisations the NTK is averaged over [default: 3]")
-@click.option("--width-multiplier", type=click.IntRange(1, 64), default=None,
-              help="backend hidden widths are multiplied by this, towards the wide limit "
-                   "[default: 4; segmentation 1]")
-@click.option("--max-train", type=click.IntRange(10, 100000), default=None,
-              help="training images in the kernel regression [default: 1000; segmentation 400]")
-def estimate_cmd(sweep, inits, width_multiplier, max_train, **kwargs) -> None:
+@estimate_options
+def estimate_cmd(sweep, inits, width_multiplier, max_train, warmup_steps, **kwargs) -> None:
     """How many kernels fit, and what accuracy can the design reach? (NTK kernel regression)"""
-    from onnx_run.config import build_raw, parse_value, resolve, set_dotted
     from onnx_run.estimate.report import write_estimate
+
+    key, values, configs = _sweep_configs(kwargs, sweep, "--sweep")
+    rows = _estimate_points(configs, key, values, inits=inits, width_multiplier=width_multiplier,
+                            max_train=max_train, warmup_steps=warmup_steps)
+    out_dir = write_estimate(configs[0], rows)
+    click.echo(f"written: {out_dir}/estimate.md, estimate.json" + (", estimate.png" if len(rows) > 1 else ""))
+
+
+def _sweep_configs(kwargs: dict, sweep: str | None, option: str) -> tuple[str | None, list, list]:
+    """(key, values, resolved configs) of a KEY=V1,V2,... option; every point is resolved
+    before any work, so a bad value fails first."""
+    from onnx_run.config import build_raw, parse_value, resolve, set_dotted
 
     raw = build_raw(kwargs.get("config_file"), kwargs.get("sets") or (), {k: kwargs.get(k) for k in _FLAG_NAMES})
     values: list = [None]
@@ -371,15 +393,20 @@ def estimate_cmd(sweep, inits, width_multiplier, max_train, **kwargs) -> None:
         key, sep, text = sweep.partition("=")
         key = key.strip()
         if not sep or "." not in key or not text.strip():
-            raise UserError(f"--sweep {sweep!r}: expected SECTION.KEY=V1,V2,..., e.g. optics.num_kernels=1,2,4,8")
+            raise UserError(f"{option} {sweep!r}: expected SECTION.KEY=V1,V2,..., e.g. optics.num_kernels=1,2,4,8")
         values = [parse_value(t.strip()) for t in text.split(",") if t.strip()]
     configs = []
-    for value in values:  # resolve every point first: a bad value fails before any work
+    for value in values:
         point = json.loads(json.dumps(raw))
         if key is not None:
             set_dotted(point, key, value)
         configs.append(resolve(point))
     _print_notes(configs[0])
+    return key, values, configs
+
+
+def _estimate_points(configs: list, key: str | None, values: list, **sizes) -> list[dict]:
+    """The estimate of each design point, one line of progress each."""
     from onnx_run.estimate.ntk_estimate import estimate_design
     from onnx_run.train.loop import apply_threads, resolve_device
 
@@ -387,17 +414,37 @@ def estimate_cmd(sweep, inits, width_multiplier, max_train, **kwargs) -> None:
     apply_threads(configs[0].run.threads)
     rows = []
     for value, cfg in zip(values, configs):
-        row = estimate_design(cfg, inits=inits, width_multiplier=width_multiplier, max_train=max_train,
-                              progress=cfg.run.progress, device=device)
+        row = estimate_design(cfg, progress=cfg.run.progress, device=device, **sizes)
         if key is not None:
             row["sweep_key"], row["sweep_value"] = key, value
         rows.append(row)
-        click.echo(f"{key + '=' + str(value) + ': ' if key else ''}{row['num_kernels']} kernels "
+        click.echo(f"{key + '=' + str(value) + ': ' if key else ''}{row['num_kernels']} kernel"
+                   f"{'s' * (row['num_kernels'] != 1)} "
                    f"({row['layout'].get('grid', str(row['layout']['rows']) + ' x ' + str(row['layout']['cols']))}), "
-                   f"estimated test {row['metric']} {row['estimate'] * 100:.2f} % "
+                   f"estimated test {row['metric']} {row['estimate'] * 100:.2f} ± {row['estimate_band'] * 100:.2f} % "
                    f"(ridge {row['ridge']:g}, {row['n_train']} train images, {row['seconds']:.1f} s)")
-    out_dir = write_estimate(configs[0], rows)
-    click.echo(f"written: {out_dir}/estimate.md, estimate.json" + (", estimate.png" if len(rows) > 1 else ""))
+    return rows
+
+
+@cli.command("design")
+@config_options
+@click.option("--sizes", "sizes_option", metavar="KEY=V1,V2,...", default="optics.num_kernels=1,2,4,8",
+              show_default=True,
+              help="the candidate designs, smallest first: one setting's values, e.g. optics.height_mm=0.2,0.4,0.8")
+@click.option("--target", type=click.FloatRange(0, 100, min_open=True), required=True,
+              help="the accuracy (or mIoU) wanted, in %")
+@estimate_options
+def design_cmd(sizes_option, target, inits, width_multiplier, max_train, warmup_steps, **kwargs) -> None:
+    """Which design to build: the estimate of each candidate, and the smallest that meets --target."""
+    from onnx_run.estimate.report import choose_design, write_design
+
+    key, values, configs = _sweep_configs(kwargs, sizes_option, "--sizes")
+    rows = _estimate_points(configs, key, values, inits=inits, width_multiplier=width_multiplier,
+                            max_train=max_train, warmup_steps=warmup_steps)
+    choice = choose_design(rows, target / 100)
+    out_dir = write_design(configs[0], rows, target / 100, choice)
+    click.echo(choice["sentence"])
+    click.echo(f"written: {out_dir}/design.md, design.json, design.png")
 
 
 def _open_run(run_dir: str):

@@ -182,8 +182,9 @@ class Task:
 
     def estimate_settings(self) -> dict[str, Any]:
         """Defaults of ``estimate_design`` for this task (``width_multiplier``, ``max_train``,
-        ``max_eval``, ``inits``) where the generic ones would not fit a CPU: a dense task's
-        per-sample gradients are O x the decoder's parameters. Explicit CLI options win.
+        ``max_eval``, ``inits``, ``warmup_steps``, ``directions``) where the generic ones would
+        not fit a CPU or are not validated for it: a dense task's per-sample gradients are O x
+        the decoder's parameters. Explicit CLI options win.
         An optional ``"curve"`` dict gives smaller sizes for the pipeline's estimate curve (every
         point of the curve, the design's included, then uses them)."""
         return {}

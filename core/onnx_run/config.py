@@ -139,16 +139,20 @@ class FinetuneSettings(TrainSettings):
 
 @attrs.define(kw_only=True)
 class EstimateSettings:
-    """Sizes of the NTK accuracy estimate (stage ``estimate``, ``onnx-run estimate``).
+    """Sizes of the accuracy estimate (stage ``estimate``, ``onnx-run estimate``, ``onnx-run design``).
 
-    0 means automatic: the task's ``estimate_settings()`` (segmentation: a x1 decoder, 400
-    training images), else 3 inits, backend widths x4, 1000 training and 400 val/test images.
+    0 means automatic: the task's ``estimate_settings()`` (segmentation: 300 training images, no
+    warm-up), else 2 students, the run's own backend widths, every training image, up to 10 000
+    val/test images, R = 256 sketch directions. ``warmup_steps``: -1 is automatic (5 % of the
+    run's own training steps), 0 the random-optics estimate (no training at all).
     """
 
     inits: int = attrs.field(default=0, validator=[v.ge(0), v.le(64)])
     width_multiplier: int = attrs.field(default=0, validator=[v.ge(0), v.le(64)])
-    max_train: int = attrs.field(default=0, validator=[v.ge(0), v.le(100_000)])
-    max_eval: int = attrs.field(default=0, validator=[v.ge(0), v.le(100_000)])
+    max_train: int = attrs.field(default=0, validator=[v.ge(0), v.le(1_000_000)])
+    max_eval: int = attrs.field(default=0, validator=[v.ge(0), v.le(1_000_000)])
+    warmup_steps: int = attrs.field(default=-1, validator=[v.ge(-1), v.le(100_000)])
+    directions: int = attrs.field(default=0, validator=[v.ge(0), v.le(4096)])
     #: the pipeline also estimates 1, 2, 4, ... kernels below the design's count: the estimate
     #: curve (figures/estimate_curve.png) shows where more kernels stop paying
     curve: bool = True

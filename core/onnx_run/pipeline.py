@@ -580,7 +580,7 @@ def _stage_note(stage: str, result: Any, metric: str) -> str:
     """A short summary for the stage's status line."""
     try:
         if stage == "estimate":
-            return f": {result['num_kernels']} kernels, NTK estimate {result['estimate'] * 100:.1f} %"
+            return f": {result['num_kernels']} kernels, estimate {result['estimate'] * 100:.1f} %"
         if stage == "teacher":
             return f": {result['name']} test {metric} {result['test_' + metric] * 100:.1f} %"
     except (KeyError, TypeError):

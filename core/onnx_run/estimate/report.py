@@ -41,13 +41,80 @@ def write_estimate(cfg: RunConfig, rows: list[dict[str, Any]]) -> Path:
     return out
 
 
+def _footprint(d: dict[str, Any]) -> str:
+    """The physical size a layout occupies, from whichever of the plugins' layout keys it has."""
+    if "used_height_mm" in d:  # an aperture grid (metasurface)
+        return f"aperture {d['used_height_mm']:g} x {d['used_width_mm']:g} mm"
+    if "sensor_region_mm" in d:  # tiles in a field of view (4f)
+        return "sensor " + " x ".join(f"{v:.3g}" for v in d["sensor_region_mm"]) + " mm"
+    if "layer_size_mm" in d:  # a layer stack (diffractive)
+        return f"layers {d['layer_size_mm']:g} mm, stack {d.get('stack_length_mm', 0):g} mm long"
+    return f"{d['rows']} x {d['cols']} kernels"
+
+
+def choose_design(rows: list[dict[str, Any]], target: float) -> dict[str, Any]:
+    """The smallest candidate (first in the given order) whose estimate meets ``target``, and
+    whether even its band's lower end does; else the best estimate, with what is missing."""
+    metric = rows[0]["metric"]
+
+    def name(r: dict[str, Any]) -> str:
+        point = f"{r['sweep_key']}={r['sweep_value']}" if r.get("sweep_key") else "the design"
+        return f"{point} ({r['num_kernels']} kernel{'s' * (r['num_kernels'] != 1)})"
+
+    for i, r in enumerate(rows):
+        if r["estimate"] >= target:
+            sure = r["estimate"] - r["estimate_band"] >= target
+            return {"index": i, "meets": True, "sure": sure, "sentence": (
+                f"recommended: {name(r)}, the smallest that meets {target * 100:.2f} % {metric}: estimated "
+                f"{r['estimate'] * 100:.2f} ± {r['estimate_band'] * 100:.2f} %"
+                + ("" if sure else "; the target lies inside its band, so a larger design is the safer choice"))}
+    best = max(range(len(rows)), key=lambda i: rows[i]["estimate"])
+    r = rows[best]
+    return {"index": best, "meets": False, "sure": False, "sentence": (
+        f"no candidate meets {target * 100:.2f} % {metric}: the best is {name(r)} at "
+        f"{r['estimate'] * 100:.2f} ± {r['estimate_band'] * 100:.2f} %, {(target - r['estimate']) * 100:.2f} points "
+        "short (a wider backend, or a larger design than these)")}
+
+
+def write_design(cfg: RunConfig, rows: list[dict[str, Any]], target: float, choice: dict[str, Any]) -> Path:
+    """design.md (candidates with estimate ± band and cost, the recommendation), design.json,
+    design.png (estimate per candidate with its band and the target)."""
+    dataset = getattr(cfg.task.config, "dataset", cfg.task.name)
+    out = Path(cfg.run.out) / f"design-{cfg.optics.name}-{cfg.task.name}-{dataset}"
+    out.mkdir(parents=True, exist_ok=True)
+    metric = rows[0]["metric"]
+    key = rows[0].get("sweep_key") or "design"
+    head = (f"| {key} | kernels | grid | footprint | sensor values / image | backend parameters | "
+            f"estimated {metric} (%) | ± band | meets {target * 100:.2f} % | seconds |")
+    lines = [f"# Design: {cfg.optics.name} / {cfg.task.name} / {rows[0]['dataset']}", "",
+             f"Target: {target * 100:.2f} % {metric}. Each estimate is kernel ridge regression with the NTK of "
+             "the run's own student after a short warm-up (docs/estimate.md); the band is 95 % over the "
+             "test images and the students.", "", head, "|" + "---|" * (head.count("|") - 1)]
+    for i, r in enumerate(rows):
+        d = r["layout"]
+        meets = "yes" if r["estimate"] - r["estimate_band"] >= target else \
+            "within band" if r["estimate"] >= target else "no"
+        mark = " **recommended**" if i == choice["index"] and choice["meets"] else ""
+        lines.append(f"| {r.get('sweep_value', '')}{mark} | {r['num_kernels']} | "
+                     f"{d.get('grid', str(d['rows']) + ' x ' + str(d['cols']))} | {_footprint(d)} | {r['sensor_values']} | "
+                     f"{r['backend_params']} | {r['estimate'] * 100:.2f} | {r['estimate_band'] * 100:.2f} | {meets} | "
+                     f"{r['seconds']:.1f} |")
+    lines += ["", choice["sentence"]]
+    write_json(out / "design.json", {"target": target, "recommended": rows[choice["index"]].get("sweep_value"),
+                                     "meets": choice["meets"], "sure": choice["sure"], "candidates": rows})
+    atomic_write_text(out / "design.md", "\n".join(lines) + "\n")
+    plot_estimate(out / "design.png", rows, target=target)
+    return out
+
+
 @styled
 def plot_estimate(path: Path, rows: list[dict[str, Any]], trained: dict[str, list[float]] | None = None,
-                  trained_x: Any = None) -> None:
-    """The estimate per design point with ± 1 standard error (bootstrap over the test images),
-    each init's own estimate as a faint dot, and, given ``trained`` ({method: test scores over
-    seeds}, at ``trained_x``), the trained students' mean ± std beside it. The y axis spans at
-    least 5 points, so that the noise of a few hundred test images does not look like a trend."""
+                  trained_x: Any = None, target: float | None = None) -> None:
+    """The estimate per design point with its 95 % band (older rows: ± 1 standard error over the
+    test images), each init's own estimate as a faint dot, and, given ``trained`` ({method: test
+    scores over seeds}, at ``trained_x``), the trained students' mean ± std beside it; ``target``
+    as a dashed line. The y axis spans at least 5 points, so that the noise of a few hundred
+    test images does not look like a trend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,15 +123,20 @@ def plot_estimate(path: Path, rows: list[dict[str, Any]], trained: dict[str, lis
     key = rows[0].get("sweep_key") or "kernels"
     xs = [r.get("sweep_value", r["num_kernels"]) for r in rows]
     ys = [r["estimate"] * 100 for r in rows]
-    se = [r.get("estimate_se", 0.0) * 100 for r in rows]
+    band = "estimate_band" in rows[0]
+    se = [r.get("estimate_band" if band else "estimate_se", 0.0) * 100 for r in rows]
     fig, ax = plt.subplots(figsize=(5.8, 3.9))
     inits = rows[0].get("inits", 1)
     ax.errorbar(xs, ys, yerr=se, fmt="o-", color="tab:blue",
-                label=f"NTK estimate (± 1 s.e. over {rows[0].get('n_test', '?')} test images)")
+                label="NTK estimate (95 % band)" if band else
+                f"NTK estimate (± 1 s.e. over {rows[0].get('n_test', '?')} test images)")
     by_init = [(x, v * 100) for x, r in zip(xs, rows) for v in r.get("estimate_by_init", [])]
     if by_init:
         ax.plot(*zip(*by_init), ".", color="tab:blue", alpha=0.35, label=f"one init's kernel ({inits} inits)")
     low, high = min(y - e for y, e in zip(ys, se)), max(y + e for y, e in zip(ys, se))
+    if target is not None:
+        ax.axhline(target * 100, ls="--", color="0.4", label=f"target {target * 100:.2f} %")
+        low, high = min(low, target * 100), max(high, target * 100)
     for i, (method, values) in enumerate((trained or {}).items()):
         if not values:
             continue

@@ -135,9 +135,9 @@ def headroom_note(teacher: dict[str, Any] | None, students: list[dict[str, Any]]
 FIGURE_CAPTIONS = {
     "learning_curves": "Training loss and validation score per epoch: per method the mean over seeds with a "
                        "± 1 std band; the dashed line is the teacher.",
-    "estimate_curve": "The NTK estimate before training per number of kernels (± 1 standard error over the "
-                      "test images; dots: each random init alone), and the trained students of this design "
-                      "beside it (mean ± std over seeds).",
+    "estimate_curve": "The estimate before training per number of kernels (its 95 % band over the test "
+                      "images and students; dots: each student alone), and the trained students of this "
+                      "design beside it (mean ± std over seeds).",
     "kernels": "The optical kernels, ideal / realised / fabricated, each row on one colour scale (colour bar "
                "in the kernels' units), in sensor pixels.",
     "robustness": "Test score against the error magnitude, with and without compensation.",
@@ -182,8 +182,9 @@ HOW_TO_READ = (
     "the sample standard deviation over seeds (or devices); a single number is one run. Two "
     "methods whose means differ by less than about two standard deviations are not told apart "
     "by these seeds: `onnx-run compare` tunes each method on validation and gives paired "
-    "differences with 95 % intervals. The NTK estimate is computed before any training, from "
-    "random optics; how far it predicts trained students is measured in docs/estimate.md.")
+    "differences with 95 % intervals. The estimate is computed before the run's training, "
+    "from the NTK of its student after a short warm-up; how far it predicts trained students is measured in "
+    "docs/estimate.md.")
 
 
 def write_results(run_dir: Path, *, primary: str, figures: list[str] | None = None,
@@ -232,17 +233,21 @@ def write_results(run_dir: Path, *, primary: str, figures: list[str] | None = No
         if note:
             lines += [note, ""]
     if estimate is not None:
-        lines += [f"NTK estimate before training ({estimate['num_kernels']} kernels, random optics, "
-                  f"{estimate['n_train']} training images): {estimate['estimate'] * 100:.2f} %", ""]
+        band = f" ± {estimate['estimate_band'] * 100:.2f}" if "estimate_band" in estimate else ""
+        how = (f"after-kernel of {estimate['warmup_steps']} warm-up steps" if estimate.get("warmup_steps")
+               else "random optics")
+        lines += [f"Estimate before training ({estimate['num_kernels']} kernels, {how}, "
+                  f"{estimate['n_train']} training images): {estimate['estimate'] * 100:.2f}{band} %", ""]
         if curve and len(curve) > 1:
+            spread = "estimate_band" if "estimate_band" in curve[0] else "estimate_se"
             lines += ["| kernels | " + " | ".join(str(r["num_kernels"]) for r in curve) + " |",
                       "|---|" + "---|" * len(curve),
-                      f"| NTK estimate of test {primary} (%), {curve[0]['n_train']} training images | "
-                      + " | ".join(f"{r['estimate'] * 100:.2f}" + (f" ± {r['estimate_se'] * 100:.2f}"
-                                                                    if "estimate_se" in r else "")
+                      f"| estimated test {primary} (%), {curve[0]['n_train']} training images | "
+                      + " | ".join(f"{r['estimate'] * 100:.2f}" + (f" ± {r[spread] * 100:.2f}" if spread in r else "")
                                    for r in curve) + " |", ""]
-            if "estimate_se" in curve[0]:
-                lines += ["(± 1 standard error over the test images, bootstrap.)", ""]
+            if spread in curve[0]:
+                lines += ["(± the 95 % band: test images and students)" if spread == "estimate_band" else
+                          "(± 1 standard error over the test images, bootstrap.)", ""]
     if realised is not None:
         lines += [f"## Realised optics (student `{realised['student']}`)", "",
                   f"Test {primary} with ideal kernels {fmt(realised['ideal_mean'], realised['ideal_std'], realised['n'])}"

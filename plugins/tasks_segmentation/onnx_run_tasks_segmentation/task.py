@@ -88,8 +88,9 @@ class SegmentationTask(Task):
         """The decoder at its own widths and 300/150/150 images: about 35 s on 2 cores and 3.4 GB
         at its peak (400/200/200 peaked at 4.0 GB: the structured factors and their products
         grow with the images; benchmarks in docs/segmentation.md). The pipeline's estimate curve
-        (four kernel counts) at 100/50/50 images and one init."""
-        return {"width_multiplier": 1, "max_train": 300, "max_eval": 150,
+        (four kernel counts) at 100/50/50 images and one init. No warm-up: the decoder's
+        after-kernel has not been validated against trained students (docs/estimate.md)."""
+        return {"inits": 3, "width_multiplier": 1, "max_train": 300, "max_eval": 150, "warmup_steps": 0,
                 "curve": {"inits": 1, "max_train": 100, "max_eval": 50}}
 
     def backend_for_estimate(self, feature_shape: tuple[int, int, int], num_outputs: int,
