@@ -150,3 +150,20 @@ def test_design_refuses_a_bad_target_or_sizes_in_one_line(tiny_optics, tmp_path)
         assert res.exit_code == 2, res.output
         assert expected in res.output, res.output
     assert not any(tmp_path.iterdir())
+
+
+def test_choose_design_names_the_smallest_whose_band_clears_the_target():
+    from onnx_run.estimate.report import choose_design
+
+    def row(k, est, band):
+        return {"metric": "accuracy", "num_kernels": k, "estimate": est, "estimate_band": band,
+                "sweep_key": "optics.num_kernels", "sweep_value": k}
+
+    rows = [row(1, 0.90, 0.02), row(2, 0.93, 0.04), row(4, 0.95, 0.01), row(8, 0.96, 0.005)]
+    c = choose_design(rows, 0.92)  # 2 meets it inside its band; 4 is the first whose band clears it
+    assert c["index"] == 1 and c["meets"] and not c["sure"]
+    assert "the smallest whose band clears it is optics.num_kernels=4 (4 kernels)" in c["sentence"]
+    c = choose_design(rows, 0.875)  # 1 meets it outright, band and all
+    assert c["index"] == 0 and c["sure"] and "band" not in c["sentence"]
+    c = choose_design(rows, 0.97)  # none: the best, and how far short
+    assert c["index"] == 3 and not c["meets"] and "1.00 points short" in c["sentence"]

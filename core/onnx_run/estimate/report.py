@@ -64,10 +64,12 @@ def choose_design(rows: list[dict[str, Any]], target: float) -> dict[str, Any]:
     for i, r in enumerate(rows):
         if r["estimate"] >= target:
             sure = r["estimate"] - r["estimate_band"] >= target
+            safe = next((c for c in rows[i + 1:] if c["estimate"] - c["estimate_band"] >= target), None)
+            caveat = "" if sure else "; the target lies inside its band, " + (
+                f"and the smallest whose band clears it is {name(safe)}" if safe else "as it does for every candidate")
             return {"index": i, "meets": True, "sure": sure, "sentence": (
                 f"recommended: {name(r)}, the smallest that meets {target * 100:.2f} % {metric}: estimated "
-                f"{r['estimate'] * 100:.2f} ± {r['estimate_band'] * 100:.2f} %"
-                + ("" if sure else "; the target lies inside its band, so a larger design is the safer choice"))}
+                f"{r['estimate'] * 100:.2f} ± {r['estimate_band'] * 100:.2f} %" + caveat)}
     best = max(range(len(rows)), key=lambda i: rows[i]["estimate"])
     r = rows[best]
     return {"index": best, "meets": False, "sure": False, "sentence": (
