@@ -167,3 +167,15 @@ def test_choose_design_names_the_smallest_whose_band_clears_the_target():
     assert c["index"] == 0 and c["sure"] and "band" not in c["sentence"]
     c = choose_design(rows, 0.97)  # none: the best, and how far short
     assert c["index"] == 3 and not c["meets"] and "1.00 points short" in c["sentence"]
+
+
+def test_by_default_the_regression_sees_every_training_image_after_a_warm_up(tiny_optics, tmp_path):
+    """The defaults: every image the run trains on, no extrapolation, 5 % of the run's steps."""
+    import math
+
+    res = CliRunner().invoke(cli, ["estimate", "--optics", "tiny", "--out", str(tmp_path), "--inits", "1",
+                                   "--set", "run.progress=false", "--set", "train.epochs=20"])
+    assert res.exit_code == 0, res.output
+    row = json.loads(next(tmp_path.glob("*/estimate.json")).read_text())[0]
+    assert row["n_train"] == 1257 and row["extrapolated_to"] is None and row["estimate"] == row["measured"]
+    assert row["warmup_steps"] == round(0.05 * 20 * math.ceil(1257 / 64)) and row["width_multiplier"] == 1
