@@ -81,7 +81,8 @@ def main() -> None:
                           "teacher,students", "--out", str(train_dir)])
             run_dir = next(train_dir.iterdir())
         row = {"value": value, "num_kernels": est["num_kernels"], "estimate": est["estimate"],
-               "band": est.get("estimate_band", 0.0), "estimate_s": est["seconds"]}
+               "band": est.get("estimate_band", 0.0), "estimate_s": est["seconds"],
+               "warmup_s": est.get("warmup_seconds"), "kernel_s": est.get("kernel_seconds")}
         for m in methods:
             accs, secs = students(run_dir, m, est["metric"])
             row[m] = {"mean": statistics.mean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
@@ -117,6 +118,11 @@ def main() -> None:
                       f"a seed std of {100 * noise:.2f}"
                   + (" (a ranking within the seeds' noise: Spearman cannot be checked here)" if spread < 2 * noise
                      else "")]
+    if all(r["kernel_s"] is not None for r in rows):
+        lines += ["", "Where the estimate's time goes (s): warm-up / kernels or tangent features / the rest "
+                      "(data, optics, regressions, scores): "
+                  + "; ".join(f"{r['value']}: {r['warmup_s']:.1f} / {r['kernel_s']:.1f} / "
+                              f"{r['estimate_s'] - r['warmup_s'] - r['kernel_s']:.1f}" for r in rows)]
     text = "\n".join(lines) + "\n"
     print(text)
     (out / "validation.md").write_text(text)

@@ -112,6 +112,8 @@ def test_the_warm_up_trains_optics_and_backend_with_the_runs_recipe(tiny_optics)
     assert float(task.loss(model(x), y).detach()) < loss0 and not model.training
     moved = {n.split(".")[0] for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert moved == {"frontend", "backend"}
+    warm_up(model.train(), task, x, y, cfg.train, steps=0, seed=0)  # no steps: still ready for its kernel
+    assert not model.training
 
 
 def test_a_regression_on_fewer_images_than_the_run_is_extrapolated(tiny_optics, tmp_path):

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,6 +53,10 @@ CURVE_POINTS = 4
 
 ESTIMATE_DEFAULTS = {"inits": 2, "width_multiplier": 1, "max_train": 1_000_000, "max_eval": 10_000,
                      "warmup_steps": -1, "directions": 256}
+
+#: the value of an ``[estimate]`` key that means "automatic" (0 unless listed: for the warm-up,
+#: 0 is a choice, the random-optics estimate)
+AUTOMATIC = {"warmup_steps": -1}
 
 #: the pipeline's estimate curve (1, 2, 4, ... kernels below the design): one student a point
 CURVE_DEFAULTS = {"inits": 1}
@@ -84,8 +88,10 @@ def _subset(ds, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 def warm_up(model: HybridModel, task: Any, x: torch.Tensor, y: torch.Tensor, settings: Any, *, steps: int,
             seed: int, device: torch.device | str = "cpu") -> None:
     """``steps`` steps of the task loss on random batches, with the run's optimiser and lrs
-    (optics and backend), no schedule and no teacher: the start of the run's own training."""
+    (optics and backend), no schedule and no teacher: the start of the run's own training.
+    Leaves the model in eval mode, ready for its kernel."""
     if steps <= 0:
+        model.eval()
         return
     opt = make_optimizer(model, settings, None)
     gen = torch.Generator().manual_seed(seed)
@@ -119,18 +125,6 @@ def tangent_features(model: HybridModel, x: torch.Tensor, *, reduce, directions:
     return torch.cat(out)
 
 
-def _solve(gram: torch.Tensor, rhs: torch.Tensor, scale: float, ridges) -> dict[float, torch.Tensor]:
-    """(gram + r scale I)^-1 rhs for every relative ridge r: Cholesky, or least squares where
-    round-off leaves the smallest ridges not positive definite."""
-    eye = torch.eye(gram.shape[0], dtype=gram.dtype)
-    out = {}
-    for r in ridges:
-        a = gram + r * scale * eye
-        chol, info = torch.linalg.cholesky_ex(a)
-        out[float(r)] = torch.cholesky_solve(rhs, chol) if int(info) == 0 else torch.linalg.lstsq(a, rhs).solution
-    return out
-
-
 def _curve_predictions(kernel: torch.Tensor | None, phi: torch.Tensor | None, sizes: list[int], ntr: int,
                        y_train: torch.Tensor, ridges) -> dict[int, dict[float, torch.Tensor]]:
     """Kernel ridge predictions on the evaluation rows (those after the ``ntr`` training rows)
@@ -138,17 +132,15 @@ def _curve_predictions(kernel: torch.Tensor | None, phi: torch.Tensor | None, si
     (lambda = r mean(diag K_n)). From the exact kernel (n x n solves), or from tangent
     features ``phi`` (n, D): D x D primal solves once n > D, with the Gram accumulated over
     the growing prefixes, so the whole learning curve costs one pass over the rows."""
+    from onnx_run.ntk.regression import feature_ridge_regression, kernel_ridge_regression
+
     y = y_train.double()
     out: dict[int, dict[float, torch.Tensor]] = {}
-    if kernel is not None:
-        k = kernel.double()
-        for n in sizes:
-            kn = 0.5 * (k[:n, :n] + k[:n, :n].T)
-            alphas = _solve(kn, y[:n], float(kn.diagonal().mean()), ridges)
-            out[n] = {r: k[ntr:, :n] @ a for r, a in alphas.items()}
-        return out
-    assert phi is not None
-    evals = phi[ntr:].double()
+    if phi is None:
+        assert kernel is not None
+        return {n: {float(r): kernel_ridge_regression(kernel[:n, :n], kernel[ntr:, :n], y[:n], ridge=r)
+                    for r in ridges} for n in sizes}
+    evals = phi[ntr:]
     gram = torch.zeros((phi.shape[1], phi.shape[1]), dtype=torch.float64)
     rhs = torch.zeros((phi.shape[1], y.shape[1]), dtype=torch.float64)
     done = 0
@@ -158,13 +150,10 @@ def _curve_predictions(kernel: torch.Tensor | None, phi: torch.Tensor | None, si
         rhs += (block.T @ y[done:n].to(block.dtype)).double()
         done = n
         if n <= phi.shape[1]:  # fewer images than features: the n x n dual is the smaller system
-            a = phi[:n].double()
-            kn = a @ a.T
-            alphas = _solve(kn, y[:n], float(kn.diagonal().mean()), ridges)
-            out[n] = {r: evals @ (a.T @ al) for r, al in alphas.items()}
-        else:  # mean(diag K_n) = trace(Phi^T Phi) / n
-            weights = _solve(gram, rhs, float(gram.diagonal().sum()) / n, ridges)
-            out[n] = {r: evals @ w for r, w in weights.items()}
+            k = phi[:n].double() @ torch.cat([phi[:n], evals]).double().T
+            out[n] = {float(r): kernel_ridge_regression(k[:, :n], k[:, n:].T, y[:n], ridge=r) for r in ridges}
+        else:
+            out[n] = {float(r): feature_ridge_regression(gram, rhs, evals, n=n, ridge=r) for r in ridges}
     return out
 
 
@@ -207,7 +196,7 @@ def estimate_sizes(cfg: RunConfig, task: Any, *, curve: bool = False, **given: i
         sizes.update(suggested.get("curve", {}))
     for k in ESTIMATE_DEFAULTS:
         value = getattr(cfg.estimate, k)
-        if value > 0 or (k == "warmup_steps" and value == 0):
+        if value != AUTOMATIC.get(k, 0):
             sizes[k] = value
     sizes.update({k: v for k, v in given.items() if v is not None})
     return {k: int(v) for k, v in sizes.items()}
@@ -253,7 +242,7 @@ def estimate_design(cfg: RunConfig, *, curve: bool = False, progress: bool = Tru
         return task.metrics(pred.reshape(pred.shape[0], *out_shape).float(), y)[primary]
 
     per_init: list[dict[int, dict[float, torch.Tensor]]] = []
-    warm_seconds = 0.0
+    warm_seconds = kernel_seconds = 0.0
     for i in progress_bar(range(sizes["inits"]), desc="estimate: students", enabled=progress):
         seed_everything(seed + i)
         model = HybridModel(cfg.optics.build(),
@@ -262,17 +251,19 @@ def estimate_design(cfg: RunConfig, *, curve: bool = False, progress: bool = Tru
         tw = time.perf_counter()
         warm_up(model, task, xtr, ytr, cfg.train, steps=sizes["warmup_steps"], seed=seed + i, device=device)
         warm_seconds += time.perf_counter() - tw
-        model.eval()
+        tk = time.perf_counter()
         if exact:
             backend = [n for n, p in model.backend.named_parameters() if p.requires_grad]
             with torch.no_grad():
                 feats = model.frontend(x_all.to(device))
             k, _mode = bounded_kernel(model.backend, feats, reduce=task.ntk_reduce, params=backend,
                                       max_memory_gb=max_memory_gb, directions=sizes["directions"], seed=seed + i)
+            kernel_seconds += time.perf_counter() - tk
             per_init.append(_curve_predictions(k.detach().cpu(), None, curve_sizes, ntr, y_tr, ridges))
         else:
             phi = tangent_features(model, x_all, reduce=task.ntk_reduce, directions=sizes["directions"],
                                    seed=seed + i, device=device).cpu()
+            kernel_seconds += time.perf_counter() - tk
             per_init.append(_curve_predictions(None, phi, curve_sizes, ntr, y_tr, ridges))
         del model
 
@@ -318,5 +309,8 @@ def estimate_design(cfg: RunConfig, *, curve: bool = False, progress: bool = Tru
         "val": scores[ridge], "ridge": ridge, "ridge_scores": {str(r): s for r, s in scores.items()},
         "kernel": "exact" if exact else f"sketch R={sizes['directions']}",
         "n_train": ntr, "n_val": nva, "n_test": xte.shape[0], **sizes,
-        "warmup_seconds": round(warm_seconds, 2), "seconds": round(time.perf_counter() - t0, 2),
+        # where the time goes: warm-up, kernels (or tangent features), and the rest (data, optics,
+        # regressions, scores)
+        "warmup_seconds": round(warm_seconds, 2), "kernel_seconds": round(kernel_seconds, 2),
+        "seconds": round(time.perf_counter() - t0, 2),
     }

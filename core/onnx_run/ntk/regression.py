@@ -45,23 +45,40 @@ def absolute_ridge(k_train: Tensor, ridge: float) -> float:
     return ridge * scale
 
 
+def _solve_regularised(gram: Tensor, rhs: Tensor, lam: float) -> Tensor:
+    """(gram + lam I)^-1 rhs in float64: Cholesky, or the eigenbasis where round-off leaves the
+    matrix not positive definite at this ridge."""
+    g = gram.double()
+    g = 0.5 * (g + g.T)  # exact symmetry for Cholesky; NTKs from float32 Grams are off by round-off
+    a = g + lam * torch.eye(g.shape[0], dtype=g.dtype, device=g.device)
+    chol, info = torch.linalg.cholesky_ex(a)
+    if int(info) == 0:
+        return torch.cholesky_solve(rhs, chol)
+    evals, evecs = torch.linalg.eigh(a)
+    evals = evals.clamp_min(torch.finfo(evals.dtype).eps * evals.abs().max())
+    return evecs @ ((evecs.T @ rhs) / evals.unsqueeze(1))
+
+
+def feature_ridge_regression(gram: Tensor, rhs: Tensor, phi_test: Tensor, *, n: int, ridge: float) -> Tensor:
+    """The same regression in the primal, for a kernel K = Phi Phi^T given by its features
+    Phi (n, D): predictions phi_test (Phi^T Phi + lambda I)^-1 Phi^T Y, from ``gram`` =
+    Phi^T Phi (D, D) and ``rhs`` = Phi^T Y; lambda = ridge * mean(diag K) = ridge *
+    trace(gram) / n. Worth it when n > D: a D x D solve instead of n x n."""
+    if ridge < 0:
+        raise ValueError(f"ridge must be >= 0, got {ridge}")
+    y, squeeze = _as_2d(rhs)
+    lam = ridge * gram.diagonal().double().sum().item() / n
+    pred = phi_test.double() @ _solve_regularised(gram, y.double(), lam)
+    return pred.squeeze(1) if squeeze else pred
+
+
 def kernel_ridge_regression(k_train: Tensor, k_test_train: Tensor, y_train: Tensor, *, ridge: float) -> Tensor:
     """Predictions (m,) or (m, k) for the test points, in y_train's float dtype (float64 for
     integer targets); ridge is relative to mean(diag(k_train))."""
     _check_shapes(k_train, k_test_train, y_train)
     y, squeeze = _as_2d(y_train)
     lam = absolute_ridge(k_train, ridge)
-    k = k_train.double()
-    k = 0.5 * (k + k.T)  # exact symmetry for Cholesky; NTKs from float32 Grams are off by round-off
-    a = k + lam * torch.eye(k.shape[0], dtype=k.dtype, device=k.device)
-    chol, info = torch.linalg.cholesky_ex(a)
-    yd = y.double()
-    if int(info) == 0:
-        alpha = torch.cholesky_solve(yd, chol)
-    else:  # not positive definite at this ridge (round-off): solve in the eigenbasis
-        evals, evecs = torch.linalg.eigh(a)
-        evals = evals.clamp_min(torch.finfo(evals.dtype).eps * evals.abs().max())
-        alpha = evecs @ ((evecs.T @ yd) / evals.unsqueeze(1))
+    alpha = _solve_regularised(k_train, y.double(), lam)
     pred = k_test_train.double() @ alpha
     out_dtype = y_train.dtype if y_train.is_floating_point() else torch.float64
     pred = pred.to(out_dtype)
