@@ -210,3 +210,17 @@ def test_the_dry_run_imports_no_torch(tmp_path):
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().endswith("[]") and "dry run: settings, plugins and the run directory checked" in res.stdout
     assert not list(tmp_path.iterdir())
+
+
+def test_the_compensation_losses_take_their_own_settings_over_the_students(tiny_optics):
+    """``finetune.distill``: the fine-tuning after fabrication reads its settings over
+    ``[distill.<name>]``; the students keep theirs."""
+    from onnx_run.config import finetune_losses
+
+    cfg = load_config(None, ["distill.ntkd.beta=0.3", "finetune.distill={ntkd={kd_weight=0.5, alpha=0.5}}"],
+                      {"optics": "tiny", "task": "classification"})
+    student = cfg.methods["distill"]["ntkd"].config
+    tuned = finetune_losses(cfg)["ntkd"].config
+    assert (student.kd_weight, student.alpha, student.beta) == (0.0, 1.0, 0.3)
+    assert (tuned.kd_weight, tuned.alpha, tuned.beta) == (0.5, 0.5, 0.3)
+    assert finetune_losses(cfg)["kd"] is cfg.methods["distill"]["kd"]

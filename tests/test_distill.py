@@ -120,6 +120,34 @@ def test_ntkd_loss_equals_exact_small_case_and_gradient_matches_fd(params):
     assert model.frontend.weight.grad is None
 
 
+def test_ntkd_kd_term_adds_hinton_kd_on_the_teacher_outputs():
+    """``kd_weight``: NTKD's loss plus kd_weight * T^2 KL(teacher_T || student_T), hand-computed on
+    a small case; the loss asks the loop for teacher outputs only when the term is on."""
+    torch.manual_seed(0)
+    task = ClassificationTask(ClassificationConfig())
+    model = HybridModel(_Linear(), FCBackend((2, 4, 4), 3, hidden=[5], pool=2)).double()
+    x = torch.rand(4, 1, 4, 4, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 1])
+    t_out = torch.randn(4, 3, dtype=torch.float64)
+    k_teacher = torch.rand(4, 4, dtype=torch.float64)
+    k_teacher = k_teacher @ k_teacher.T
+    names = [n for n, _ in model.named_parameters() if n.startswith("backend.")]
+    k_student = _brute_ntk(model, x, names)
+    base = 0.5 * task.loss(model(x), y) + 2.0 * ((k_student - k_teacher) ** 2).mean()
+    for weight, temperature in [(0.0, 1.0), (0.7, 4.0)]:
+        loss_fn = NTKDLoss(NTKDConfig(alpha=0.5, beta=2.0, discrepancy="mse", kd_weight=weight,
+                                      kd_temperature=temperature))
+        assert loss_fn.needs_teacher_outputs is (weight > 0)
+        ctx = DistillContext(x=x, y=y, index=torch.arange(4), student=model, student_outputs=None, task=task,
+                             teacher_kernel=lambda: k_teacher, teacher_outputs=t_out if weight else None)
+        loss, logs = loss_fn(ctx)
+        p_t = torch.softmax(t_out / temperature, -1)
+        kl = (p_t * (p_t.log() - torch.log_softmax(model(x) / temperature, -1))).sum(-1).mean()
+        expected = base + weight * temperature ** 2 * kl
+        assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-9)
+        assert ("kd_loss" in logs) is (weight > 0)
+
+
 def test_beta_schedules_follow_their_closed_forms():
     from onnx_run.distill.losses import scheduled
 

@@ -424,3 +424,51 @@ def test_the_teacher_kernel_is_built_once_per_device(tmp_path, tiny_optics, monk
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     assert len(built) == 1
+
+
+def test_the_design_teacher_is_the_device_without_its_errors(tmp_path, tiny_optics):
+    """``finetune.teacher = "design"``: on a device made without errors, the design teacher's
+    outputs and backend NTK on the raw images are the student's own on the captured features, so
+    KD and NTKD start at zero discrepancy; with errors they differ. ``finetune --teacher design``
+    keeps its fine-tunings beside the config's, in ``finetune-design-teacher/``."""
+    from click.testing import CliRunner
+
+    from onnx_run.cli import cli
+    from onnx_run.ntk import empirical_ntk
+    from onnx_run.ntk.teacher_cache import bounded_cache
+    from onnx_run.pipeline import Pipeline
+
+    out = tmp_path / "runs"
+    args = ["--optics", "tiny", "--task", "classification", "--distill", "none", "--out", str(out),
+            "--stages", "teacher,students,realise,fabricate", "--set", "train.epochs=1", "--set", "train.max_train=96",
+            "--set", "teacher_train.epochs=1", "--set", "teacher_train.max_train=96", "--set", "run.progress=false",
+            "--set", "fabricate.student=none", "--set", "finetune.epochs=1", "--set", "fabricate.errors=[]",
+            "--set", 'finetune.methods=["none", "kd", "ntkd"]']
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    run_dir = out / "tiny-classification-digits"
+    res = CliRunner().invoke(cli, ["fabricate", str(run_dir), "--student", "none", "--name", "bent",
+                                   "--error-model", "kernel-error:sigma=0.5"])
+    assert res.exit_code == 0, res.output
+    pipe = Pipeline.from_run_dir(run_dir)
+    x = pipe.splits.train.tensors[0][:24]
+    kernels = {}
+    for name in ("none-seed0-dev0", "bent"):
+        info = json.loads((pipe.device_dir(name) / "device.json").read_text())
+        design = pipe.design_teacher(info)
+        model, device = pipe.build_device(info)
+        params = [n for n, _ in design.named_parameters() if n.startswith("backend.")]
+        assert params and not any(p.requires_grad for p in design.parameters())
+        k_design = bounded_cache(design, x, reduce=pipe.task.ntk_reduce, params=params).kernel(torch.arange(24))
+        features = device.capture(x, seed=1)
+        k_device = empirical_ntk(model.backend, features, reduce=pipe.task.ntk_reduce)
+        with torch.no_grad():
+            gap = float((design(x) - model.backend(features)).abs().max())
+        kernels[name] = (float((k_design - k_device).norm() / k_design.norm()), gap)
+    assert kernels["none-seed0-dev0"][0] < 1e-5 and kernels["none-seed0-dev0"][1] < 1e-5
+    assert kernels["bent"][0] > 1e-3 and kernels["bent"][1] > 1e-3
+    res = CliRunner().invoke(cli, ["finetune", str(run_dir), "--device", "bent", "--method", "kd,ntkd",
+                                   "--teacher", "design"])
+    assert res.exit_code == 0, res.output
+    for method in ("kd", "ntkd"):
+        assert (pipe.device_dir("bent") / "finetune-design-teacher" / method / "summary.json").exists()
+    assert not (pipe.device_dir("bent") / "finetune").exists()

@@ -534,7 +534,9 @@ def measure_cmd(run_dir, device_name, out_dir, fraction) -> None:
                    "[default: the run's finetune.methods]")
 @click.option("--fraction", type=float, default=None, help="fraction of the training set captured (finetune.fraction)")
 @click.option("--captures", type=click.Path(dir_okay=False), help=".npz of captured feature maps from a real device")
-def finetune_cmd(run_dir, device_name, methods, fraction, captures) -> None:
+@click.option("--teacher", default=None, metavar="teacher|design",
+              help="whom kd and ntkd distil: the run's teacher, or the student as designed (finetune.teacher)")
+def finetune_cmd(run_dir, device_name, methods, fraction, captures, teacher) -> None:
     """Backend-only fine-tuning of fabricated devices; prints the compensation table."""
     from onnx_run.fabrication.finetune import FINETUNE_METHODS
     from onnx_run.report.tables import fmt, mean_std
@@ -548,13 +550,17 @@ def finetune_cmd(run_dir, device_name, methods, fraction, captures) -> None:
             raise UserError(f"--method {m}: the run config has no [distill.{m}] settings")
     if fraction is not None and not 0 < fraction <= 1:
         raise UserError(f"--fraction: must be in (0, 1], got {fraction}")
+    if teacher not in (None, "teacher", "design"):
+        raise UserError(f"--teacher: unknown teacher {teacher!r}; allowed: teacher (the run's), design (the student "
+                        f"as designed)")
     base = pipe.run_dir / "fabricated"
     names = [device_name] if device_name else sorted(p.name for p in base.glob("*") if (p / "device.json").exists())
     if not names:
         raise UserError(f"{base}: no fabricated devices; run onnx-run fabricate {run_dir} first")
     rows = []
     for name in names:
-        rows += pipe.compensate_device(name, chosen, fraction=fraction, captures=Path(captures) if captures else None)
+        rows += pipe.compensate_device(name, chosen, fraction=fraction, captures=Path(captures) if captures else None,
+                                       teacher=teacher)
     primary = pipe.task.primary_metric
     click.echo(f"| compensation | test {primary} (%) | devices |")
     click.echo("|---|---|---|")

@@ -124,7 +124,7 @@ class FinetuneSettings(TrainSettings):
     """Backend-only compensation after fabrication, on ``fraction`` of the training images
     captured through the device. ``methods``: none (no compensation), e2e (task loss), kd,
     ntkd (NTK w.r.t. the backend parameters, teacher on raw images; settings from
-    [distill.ntkd]). ``lr_grid``: when given, every method but none is fine-tuned at each of
+    [distill.ntkd]); ``teacher`` says which teacher. ``lr_grid``: when given, every method but none is fine-tuned at each of
     these learning rates and the one best on the captured validation images is kept (the same
     budget for every method; test is read once, for the chosen lr)."""
 
@@ -135,6 +135,19 @@ class FinetuneSettings(TrainSettings):
     batch_size: int = attrs.field(default=64, validator=v.ge(1))
     lr_grid: list[float] = attrs.field(factory=list, validator=v.deep_iterable(
         v.and_(v.instance_of((int, float)), v.gt(0), v.le(10)), v.instance_of(list)))
+    #: whose knowledge kd and ntkd distil into the backend: "teacher" (the run's electronic teacher
+    #: on the raw images, the paper's choice) or "design" (the student as designed: its realised,
+    #: error-free frontend and its trained backend, on the raw images: what the device should have
+    #: computed, in the backend's own parametrisation; docs/fabrication.md measures both)
+    teacher: str = attrs.field(default="teacher", validator=v.in_(["teacher", "design"]))
+    #: the compensation's own settings of its distillation losses, over ``[distill.<name>]``
+    #: (which the students keep): e.g. ``{ntkd = {kd_weight = 0.5}}``
+    distill: Any = attrs.field(factory=dict, validator=lambda _, a, value: _loss_tables(a.name, value))
+
+
+def _loss_tables(name: str, value: Any) -> None:
+    if not isinstance(value, dict) or not all(isinstance(t, dict) for t in value.values()):
+        raise ValueError(f"'{name}' must be a table of settings per loss, e.g. {{ntkd = {{kd_weight = 0.5}}}}")
 
 
 @attrs.define(kw_only=True)
@@ -772,7 +785,24 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
             chosen[name] = ComponentChoice(name, cfg, comp)
         methods[section] = chosen
     preset.check()
-    return RunConfig(sections, comps, methods, notes=preset.notes)
+    cfg = RunConfig(sections, comps, methods, notes=preset.notes)
+    finetune_losses(cfg)  # a mistake in finetune.distill fails here, before anything runs
+    return cfg
+
+
+def finetune_losses(cfg: RunConfig) -> dict[str, ComponentChoice]:
+    """The distillation losses of the compensation after fabrication: ``[distill.<name>]`` with
+    ``finetune.distill``'s settings over them; a loss the run has not, or a bad setting, is one line."""
+    choices = dict(cfg.methods["distill"])
+    for name, table in cfg.finetune.distill.items():
+        if name not in choices or choices[name].config is None:
+            allowed = ", ".join(n for n, c in choices.items() if c.config is not None) or "none"
+            raise UserError(f"finetune.distill.{name}: not a distillation loss with settings in this run; "
+                            f"allowed: {allowed}")
+        merged = {**unstructure(choices[name].config), **table}
+        config = structure_section(merged, type(choices[name].config), f"finetune.distill.{name}")
+        choices[name] = attrs.evolve(choices[name], config=config)
+    return choices
 
 
 def build_raw(config_file: str | Path | None = None, sets: tuple[str, ...] | list[str] = (),

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from onnx_run.components import HybridModel
-from onnx_run.config import RunConfig
+from onnx_run.config import RunConfig, finetune_losses
 from onnx_run.errors import UserError
 from onnx_run.files import atomic_write_text, write_json
 from onnx_run.rundir import (PARALLEL_STAGES, STAGES, check_run_dir, check_teacher_checkpoint_file, default_run_dir,
@@ -404,8 +404,10 @@ class Pipeline:
         return {"devices": [self.write_device(info) for info in self.config_devices()]}
 
     def compensate_device(self, name: str, methods: list[str] | None = None, *, fraction: float | None = None,
-                          captures: Path | None = None) -> list[dict[str, Any]]:
-        """Backend-only fine-tuning of one device's student; one summary per method."""
+                          captures: Path | None = None, teacher: str | None = None) -> list[dict[str, Any]]:
+        """Backend-only fine-tuning of one device's student; one summary per method. ``fraction``,
+        ``captures`` and ``teacher`` (finetune.teacher) other than the config's are kept apart, in
+        ``finetune-f<fraction>[-captures][-<teacher>-teacher]/``."""
         import attrs
 
         from onnx_run.fabrication.finetune import backend_state, finetune_backend
@@ -415,8 +417,12 @@ class Pipeline:
         settings = self.cfg.finetune
         if fraction is not None:
             settings = attrs.evolve(settings, fraction=fraction)
+        other_teacher = teacher is not None and teacher != settings.teacher
+        if teacher is not None:
+            settings = attrs.evolve(settings, teacher=teacher)
         methods = list(methods or settings.methods)
         tag = "" if captures is None and fraction is None else f"-f{settings.fraction:g}" + ("-captures" if captures else "")
+        tag += f"-{settings.teacher}-teacher" if other_teacher else ""
         base = out / f"finetune{tag}"
         todo = [m for m in methods if not (base / m / "summary.json").exists()]
         rows = []
@@ -442,25 +448,33 @@ class Pipeline:
             backend = model.backend
             load_state_dict_checked(backend, backend_state(self._student_state(info["student"], info["student_seed"])),
                                     self.student_checkpoint_note(info["student"], info["student_seed"]))
-            teacher = self.teacher()[0] if any(m in ("kd", "ntkd") for m in todo) else None
+            distils = any(m in ("kd", "ntkd") for m in todo)
+            design = settings.teacher == "design"
+            teacher = None if not distils else self.design_teacher(info) if design else self.teacher()[0]
+            # the design is differentiated w.r.t. its backend: the student's own parametrisation
+            params = [n for n, _ in teacher.named_parameters() if n.startswith("backend.")] \
+                if design and teacher is not None else None
 
             @functools.cache
             def teacher_cache() -> Any:  # built once per device: every method and lr reads the same images
                 from onnx_run.ntk.teacher_cache import bounded_cache
 
                 return bounded_cache(teacher, self.splits.train.tensors[0][idx].to(self.device),
-                                     reduce=self.task.ntk_reduce, progress=self.progress)
+                                     reduce=self.task.ntk_reduce, params=params, progress=self.progress)
 
             ctx = dict(backend=backend, train_idx=idx, train_features=feats, val_features=val_f,
-                       test_features=test_f, teacher=teacher, out_of_fold=self.teacher_outputs,
+                       test_features=test_f, teacher=teacher, out_of_fold=None if design else self.teacher_outputs,
                        teacher_cache=teacher_cache)
+        choices = finetune_losses(self.cfg)
+        if settings.teacher == "design" and "kd" in choices:  # no fold designs: KD takes the design's own outputs
+            choices = {**choices, "kd": attrs.evolve(choices["kd"], config=attrs.evolve(choices["kd"].config, folds=0))}
         for method in methods:
             path = base / method / "summary.json"
             if method in todo:
                 def tune(settings: Any, run_dir: Path, method: str = method) -> dict[str, Any]:
                     return finetune_backend(task=self.task, splits=self.splits, method=method, settings=settings,
                                             run_dir=run_dir, seed=int(info["student_seed"]), device=self.device,
-                                            loss_choices=self.cfg.methods["distill"], progress=self.progress,
+                                            loss_choices=choices, progress=self.progress,
                                             precision=self.precision, **ctx)
 
                 summary = (tune(settings, base / method) if method == "none" or not settings.lr_grid
@@ -469,6 +483,15 @@ class Pipeline:
                 summary = json.loads(path.read_text())
             rows.append({"method": method, "device": name, **summary})
         return rows
+
+    def design_teacher(self, info: dict[str, Any]) -> HybridModel:
+        """The device's student as designed (realised frontend, trained backend), frozen: the
+        teacher of ``finetune.teacher = "design"``, which knows what the device should compute."""
+        model, realised = self.realised_frontend(info["student_seed"], info["student"])
+        design = HybridModel(realised, model.backend).to(self.device).eval()
+        for p in design.parameters():
+            p.requires_grad_(False)
+        return design
 
     def captured(self, device: Any, split: str, device_seed: int, *, fraction: float = 1.0
                  ) -> tuple[torch.Tensor, torch.Tensor]:

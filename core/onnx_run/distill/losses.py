@@ -5,7 +5,8 @@
   + (1 - alpha) * task loss.
 - ``ntkd``: alpha * task loss + beta * D(Theta_student, Theta_teacher), where Theta are the
   empirical NTKs of the batch (n x n, the parameter axis contracted away, so teacher and
-  student sizes need not match) and D a kernel discrepancy.
+  student sizes need not match) and D a kernel discrepancy; optionally + kd_weight * the KD
+  term on the outputs.
 """
 
 from __future__ import annotations
@@ -82,11 +83,14 @@ def scheduled(weight: float, schedule: str, progress: float) -> float:
 
 class NTKDLoss(DistillationLoss):
     needs_teacher = True
-    needs_teacher_outputs = False  # the kernel alone: no teacher forward per step
     needs_teacher_kernel = True
     search_space = {"distill.ntkd.beta": [0.3, 1.0, 3.0], "distill.ntkd.beta_schedule": ["constant", "cosine"]}
     #: the structured NTK pass also yields the outputs: the loop may skip its own forward
     computes_outputs = True
+
+    @property
+    def needs_teacher_outputs(self) -> bool:  # the kernel alone needs no teacher forward per step
+        return self.config.kd_weight > 0
 
     def __call__(self, ctx: DistillContext) -> tuple[torch.Tensor, Logs]:
         from onnx_run.ntk import kernel_discrepancy
@@ -104,7 +108,14 @@ class NTKDLoss(DistillationLoss):
         task_loss = ctx.task.loss(ctx.student_outputs, ctx.y)
         disc = kernel_discrepancy(k_student, k_teacher.to(k_student), kind=cfg.discrepancy)
         loss = cfg.alpha * task_loss + scheduled(cfg.beta, cfg.beta_schedule, ctx.progress) * disc
-        return loss, {"task_loss": task_loss.detach(), "ntk_loss": disc.detach()}
+        logs = {"task_loss": task_loss.detach(), "ntk_loss": disc.detach()}
+        if cfg.kd_weight:
+            assert ctx.teacher_outputs is not None
+            soft = kd_loss(ctx.task.soft_targets(ctx.student_outputs), ctx.task.soft_targets(ctx.teacher_outputs),
+                           cfg.kd_temperature)
+            loss = loss + cfg.kd_weight * soft
+            logs["kd_loss"] = soft.detach()
+        return loss, logs
 
     def _batch_kernels(self, ctx: DistillContext, x: torch.Tensor, names) -> tuple[torch.Tensor, torch.Tensor]:
         """(student, teacher) NTKs of this process's batch (its first ``max_samples``); sets the

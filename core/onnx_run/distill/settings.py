@@ -76,6 +76,13 @@ class NTKDConfig:
     #: how beta changes over training: "constant", or decaying to 0 at the end ("linear",
     #: "cosine"): the teacher's kernel shapes the features early, the task loss has the last word
     beta_schedule: str = attrs.field(default="cosine", validator=v.in_(BETA_SCHEDULES))
+    #: weight of a Hinton KD term on the outputs, kd_weight * T^2 * KL(teacher_T || student_T) at
+    #: T = ``kd_temperature`` (the teacher's own outputs), added to the kernel term; 0 is the
+    #: paper's NTKD. The kernel says how the network responds to a change of its parameters, the
+    #: outputs what it should compute: after fabrication, distilling from the design
+    #: (``finetune.teacher = "design"``) both are known (docs/fabrication.md measures each alone)
+    kd_weight: float = attrs.field(default=0.0, validator=v.ge(0))
+    kd_temperature: float = attrs.field(default=1.0, validator=v.gt(0))
 
     @classmethod
     def run_presets(cls, settings):

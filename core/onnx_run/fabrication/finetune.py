@@ -19,7 +19,7 @@ from torch.utils.data import TensorDataset
 from onnx_run.distill.losses import NoDistillation
 from onnx_run.errors import UserError
 from onnx_run.files import write_json
-from onnx_run.train.loop import Output, Recipe, TrainData, Trainee, Training, evaluate
+from onnx_run.train.loop import Output, Recipe, TrainData, Trainee, Training, evaluate, predict
 
 FINETUNE_METHODS = ("none", "e2e", "kd", "ntkd")
 
@@ -98,6 +98,9 @@ def finetune_backend(*, task, splits, backend: torch.nn.Module, train_idx: torch
             raise UserError(f"finetune.methods: {method!r} asks for out-of-fold teacher targets "
                             f"(folds = {loss_fn.teacher_folds}) that this fine-tuning cannot build; set folds = 0")
         outputs = out_of_fold(loss_fn.teacher_folds)[train_idx]
+    elif teacher is not None and loss_fn.needs_teacher and loss_fn.needs_teacher_outputs:
+        # a frozen teacher on fixed images: its outputs once, not on every batch of every epoch and lr
+        outputs = predict(teacher, data.train.tensors[0], device=device, precision=precision)
     # positions in the captured subset: the training indexes train data and features alike
     return Training(
         trainee=Trainee(model=model, loss_fn=loss_fn, teacher=teacher if loss_fn.needs_teacher else None,

@@ -1,0 +1,165 @@
+"""Compensation after fabrication: whom to distil from, and with which loss.
+
+For every device of a trained run (``fabricate.devices`` per student seed), the backend is
+fine-tuned on the run's captured fraction with:
+  e2e           the task loss alone;
+  kd / ntkd     from the run's teacher (the run's own ``finetune/`` fine-tunings, read, not redone);
+  kd@design     Hinton KD from the student as designed (``finetune.teacher = "design"``);
+  ntkd@design   the paper's NTKD (task loss + kernel term) from the design;
+  ntkd+kd@design  NTKD with the output term (``distill.ntkd.kd_weight``) from the design.
+Each @design method has a grid of 4 settings (``--points`` fewer: the same budget for each), every setting
+fine-tuned at each lr of the run's ``finetune.lr_grid``; the setting with the best mean
+validation score over the first student seed's devices is chosen, then run on every device.
+Test is read only for the chosen settings. Fine-tunings are kept in
+``RUN_DIR/fabricated/<device>/finetune-teachers/`` (a rerun reads them).
+
+    python benchmarks/compensation/teachers.py RUN_DIR [--methods kd@design,ntkd@design] [--points 2]
+
+Needs a run whose fabricate and compensate stages are done (the configs beside this file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from onnx_run.config import finetune_losses
+from onnx_run.fabrication.finetune import backend_state, finetune_backend
+from onnx_run.ntk.teacher_cache import bounded_cache
+from onnx_run.pipeline import Pipeline
+from onnx_run.report.tables import ci_text, paired
+from onnx_run.train.checkpoint import load_state_dict_checked
+
+#: method -> (loss, 4 settings of it); the first of each is the loss's default
+GRIDS: dict[str, tuple[str, list[dict[str, Any]]]] = {
+    "kd@design": ("kd", [{"temperature": 1.0, "alpha": 0.5}, {"temperature": 4.0, "alpha": 0.5},
+                         {"temperature": 1.0, "alpha": 0.9}, {"temperature": 4.0, "alpha": 0.9}]),
+    "ntkd@design": ("ntkd", [{}, {"beta": 10.0, "beta_schedule": "constant"},
+                             {"beta": 3.0, "beta_schedule": "constant"},
+                             {"discrepancy": "mse_normalized", "beta": 3.0, "beta_schedule": "constant"}]),
+    "ntkd+kd@design": ("ntkd", [{**kd, **g} for kd in [{"alpha": 0.5, "kd_weight": 0.5, "kd_temperature": 4.0}]
+                                for g in [{}, {"beta": 10.0, "beta_schedule": "constant"},
+                                          {"beta": 3.0, "beta_schedule": "constant"},
+                                          {"discrepancy": "mse_normalized", "beta": 3.0, "beta_schedule": "constant"}]]),
+}
+
+
+def label(settings: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings.items()) or "default"
+
+
+class Device:
+    """One device's fine-tuning inputs, built once: captures, the trained backend, the design."""
+
+    def __init__(self, pipe: Pipeline, info: dict[str, Any]):
+        self.pipe, self.info = pipe, info
+        model, device = pipe.build_device(info)
+        seed = int(info["device_seed"])
+        self.idx, self.features = pipe.captured(device, "train", seed, fraction=pipe.cfg.finetune.fraction)
+        self.val = pipe.captured(device, "val", seed)[1]
+        self.test = pipe.captured(device, "test", seed)[1]
+        self.backend = model.backend
+        load_state_dict_checked(self.backend, backend_state(pipe._student_state(info["student"], info["student_seed"])),
+                                pipe.student_checkpoint_note(info["student"], info["student_seed"]))
+        self.design = pipe.design_teacher(info)
+        params = [n for n, _ in self.design.named_parameters() if n.startswith("backend.")]
+        self.kernel = functools.cache(lambda: bounded_cache(self.design, pipe.splits.train.tensors[0][self.idx],
+                                                            reduce=pipe.task.ntk_reduce, params=params))
+        self.out = pipe.device_dir(info["name"]) / "finetune-teachers"
+
+    def tune(self, method: str, loss: str, settings: dict[str, Any]) -> dict[str, Any]:
+        """The lr search of one setting (or read back)."""
+        pipe = self.pipe
+        folder = self.out / method / label(settings)
+        if (folder / "summary.json").exists():
+            return json.loads((folder / "summary.json").read_text())
+        choices = finetune_losses(pipe.cfg)
+        if loss != "e2e":
+            base = choices[loss].config
+            if loss == "kd":
+                settings = {"folds": 0, **settings}  # no fold designs: the design's own outputs
+            choices[loss] = attrs.evolve(choices[loss], config=attrs.evolve(base, **settings))
+
+        def run(ft: Any, run_dir: Path) -> dict[str, Any]:
+            return finetune_backend(task=pipe.task, splits=pipe.splits, method=loss, settings=ft, run_dir=run_dir,
+                                    seed=int(self.info["student_seed"]), device=pipe.device, loss_choices=choices,
+                                    progress=False, backend=self.backend, train_idx=self.idx,
+                                    train_features=self.features, val_features=self.val, test_features=self.test,
+                                    teacher=self.design, teacher_cache=self.kernel)
+        return pipe._lr_search(run, pipe.cfg.finetune, folder)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--methods", default=",".join(GRIDS), help=f"of {', '.join(GRIDS)}")
+    parser.add_argument("--points", type=int, default=4, choices=range(1, 5),
+                        help="the first POINTS settings of each grid (the same for every method)")
+    args = parser.parse_args()
+    pipe = Pipeline.from_run_dir(args.run_dir)
+    pipe.progress = False
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in methods if m not in GRIDS]
+    if unknown:
+        parser.error(f"--methods: unknown {', '.join(unknown)}; allowed: {', '.join(GRIDS)}")
+    metric = pipe.task.primary_metric
+    infos = pipe.config_devices()
+    first = [i for i in infos if i["student_seed"] == infos[0]["student_seed"]]
+    held: dict[str, Device] = {}
+
+    def device(info: dict[str, Any]) -> Device:  # one device's captures in memory at a time
+        if info["name"] not in held:
+            held.clear()
+            held[info["name"]] = Device(pipe, info)
+        return held[info["name"]]
+
+    scores: dict[str, dict[str, float]] = {}
+    for info in infos:  # the run's own fine-tunings
+        for method in ("none", "e2e", "kd", "ntkd"):
+            path = pipe.device_dir(info["name"]) / "finetune" / method / "summary.json"
+            if path.exists():
+                scores.setdefault(method, {})[info["name"]] = json.loads(path.read_text())[f"test_{metric}"] * 100
+    print(f"{args.run_dir}: {len(infos)} devices; settings chosen on the validation images of "
+          f"{', '.join(i['name'] for i in first)}\n")
+    print(f"| method | setting | mean validation {metric} (%) |")
+    print("|---|---|---|")
+    for method in methods:
+        loss, grid = GRIDS[method]
+        grid = grid[:args.points]
+        runs = {(i["name"], label(s)): device(i).tune(method, loss, s)[f"val_{metric}"] for i in first for s in grid}
+        val = {label(s): statistics.mean(runs[i["name"], label(s)] for i in first) * 100 for s in grid}
+        for settings in grid:
+            print(f"| {method} | {label(settings)} | {val[label(settings)]:.2f} |", flush=True)
+        chosen = max(grid, key=lambda s: val[label(s)])  # the first of equals: the default
+        for info in infos:
+            scores.setdefault(f"{method} ({label(chosen)})", {})[info["name"]] = \
+                device(info).tune(method, loss, chosen)[f"test_{metric}"] * 100
+    print(f"\n| compensation | test {metric} (%), mean ± std | devices |")
+    print("|---|---|---|")
+    for name, by_device in scores.items():
+        vals = list(by_device.values())
+        print(f"| {name} | {statistics.mean(vals):.2f} ± {statistics.stdev(vals) if len(vals) > 1 else 0:.2f} "
+              f"| {len(vals)} |")
+    print("\n| paired over devices | points, mean ± std | 95 % CI | devices won |")
+    print("|---|---|---|---|")
+    chosen_name = {n.split(" ")[0]: n for n in scores}
+    pairs = [(n, "e2e") for n in scores if n not in ("none", "e2e")]
+    pairs += [(chosen_name[a], chosen_name[b]) for a, b in [("kd@design", "kd"), ("ntkd@design", "ntkd"),
+                                                           ("ntkd+kd@design", "kd@design")]
+              if a in chosen_name and b in chosen_name]
+    for name, against in pairs:
+        if against in scores:
+            common = sorted(set(scores[name]) & set(scores[against]))
+            d = paired([scores[name][k] / 100 for k in common], [scores[against][k] / 100 for k in common])
+            print(f"| {name} - {against} | {d['mean'] * 100:+.2f} ± {d['std'] * 100:.2f} | {ci_text(d)} "
+                  f"| {d['wins']}/{d['n']} |")
+
+
+if __name__ == "__main__":
+    main()
