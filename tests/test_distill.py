@@ -81,15 +81,20 @@ def _brute_ntk(model, x, names):
     return torch.einsum("iop,jop->ij", j, j)
 
 
-@pytest.mark.parametrize("params", ["backend", "all"])
-def test_ntkd_loss_equals_exact_small_case_and_gradient_matches_fd(params):
+def _small_case():
+    """(task, tiny hybrid model, 4 images, labels, a teacher kernel), seeded."""
     torch.manual_seed(0)
     task = ClassificationTask(ClassificationConfig())
     model = HybridModel(_Linear(), FCBackend((2, 4, 4), 3, hidden=[5], pool=2)).double()
     x = torch.rand(4, 1, 4, 4, dtype=torch.float64)
     y = torch.tensor([0, 1, 2, 1])
     k_teacher = torch.rand(4, 4, dtype=torch.float64)
-    k_teacher = k_teacher @ k_teacher.T
+    return task, model, x, y, k_teacher @ k_teacher.T
+
+
+@pytest.mark.parametrize("params", ["backend", "all"])
+def test_ntkd_loss_equals_exact_small_case_and_gradient_matches_fd(params):
+    task, model, x, y, k_teacher = _small_case()
     cfg = NTKDConfig(alpha=0.5, beta=2.0, discrepancy="mse", params=params)
     loss_fn = NTKDLoss(cfg)
 
@@ -123,14 +128,8 @@ def test_ntkd_loss_equals_exact_small_case_and_gradient_matches_fd(params):
 def test_ntkd_kd_term_adds_hinton_kd_on_the_teacher_outputs():
     """``kd_weight``: NTKD's loss plus kd_weight * T^2 KL(teacher_T || student_T), hand-computed on
     a small case; the loss asks the loop for teacher outputs only when the term is on."""
-    torch.manual_seed(0)
-    task = ClassificationTask(ClassificationConfig())
-    model = HybridModel(_Linear(), FCBackend((2, 4, 4), 3, hidden=[5], pool=2)).double()
-    x = torch.rand(4, 1, 4, 4, dtype=torch.float64)
-    y = torch.tensor([0, 1, 2, 1])
+    task, model, x, y, k_teacher = _small_case()
     t_out = torch.randn(4, 3, dtype=torch.float64)
-    k_teacher = torch.rand(4, 4, dtype=torch.float64)
-    k_teacher = k_teacher @ k_teacher.T
     names = [n for n, _ in model.named_parameters() if n.startswith("backend.")]
     k_student = _brute_ntk(model, x, names)
     base = 0.5 * task.loss(model(x), y) + 2.0 * ((k_student - k_teacher) ** 2).mean()
