@@ -436,7 +436,7 @@ def test_the_design_teacher_is_the_device_without_its_errors(tmp_path, tiny_opti
     from onnx_run.cli import cli
     from onnx_run.ntk import empirical_ntk
     from onnx_run.ntk.teacher_cache import bounded_cache
-    from onnx_run.pipeline import Pipeline
+    from onnx_run.pipeline import Pipeline, design_kernel_params
 
     out = tmp_path / "runs"
     args = ["--optics", "tiny", "--task", "classification", "--distill", "none", "--out", str(out),
@@ -456,7 +456,7 @@ def test_the_design_teacher_is_the_device_without_its_errors(tmp_path, tiny_opti
         info = json.loads((pipe.device_dir(name) / "device.json").read_text())
         design = pipe.design_teacher(info)
         model, device = pipe.build_device(info)
-        params = [n for n, _ in design.named_parameters() if n.startswith("backend.")]
+        params = design_kernel_params(design)
         assert params and not any(p.requires_grad for p in design.parameters())
         k_design = bounded_cache(design, x, reduce=pipe.task.ntk_reduce, params=params).kernel(torch.arange(24))
         features = device.capture(x, seed=1)

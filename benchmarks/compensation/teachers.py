@@ -29,10 +29,9 @@ from typing import Any
 
 import attrs
 
-from onnx_run.config import finetune_losses
 from onnx_run.fabrication.finetune import backend_state, finetune_backend
 from onnx_run.ntk.teacher_cache import bounded_cache
-from onnx_run.pipeline import Pipeline
+from onnx_run.pipeline import Pipeline, design_kernel_params
 from onnx_run.report.tables import ci_text, paired
 from onnx_run.train.checkpoint import load_state_dict_checked
 
@@ -68,7 +67,7 @@ class Device:
         load_state_dict_checked(self.backend, backend_state(pipe._student_state(info["student"], info["student_seed"])),
                                 pipe.student_checkpoint_note(info["student"], info["student_seed"]))
         self.design = pipe.design_teacher(info)
-        params = [n for n, _ in self.design.named_parameters() if n.startswith("backend.")]
+        params = design_kernel_params(self.design)
         self.kernel = functools.cache(lambda: bounded_cache(self.design, pipe.splits.train.tensors[0][self.idx],
                                                             reduce=pipe.task.ntk_reduce, params=params))
         self.out = pipe.device_dir(info["name"]) / "finetune-teachers"
@@ -79,12 +78,9 @@ class Device:
         folder = self.out / method / label(settings)
         if (folder / "summary.json").exists():
             return json.loads((folder / "summary.json").read_text())
-        choices = finetune_losses(pipe.cfg)
+        choices = pipe.compensation_losses("design")
         if loss != "e2e":
-            base = choices[loss].config
-            if loss == "kd":
-                settings = {"folds": 0, **settings}  # no fold designs: the design's own outputs
-            choices[loss] = attrs.evolve(choices[loss], config=attrs.evolve(base, **settings))
+            choices[loss] = attrs.evolve(choices[loss], config=attrs.evolve(choices[loss].config, **settings))
 
         def run(ft: Any, run_dir: Path) -> dict[str, Any]:
             return finetune_backend(task=pipe.task, splits=pipe.splits, method=loss, settings=ft, run_dir=run_dir,

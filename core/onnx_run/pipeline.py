@@ -451,9 +451,7 @@ class Pipeline:
             distils = any(m in ("kd", "ntkd") for m in todo)
             design = settings.teacher == "design"
             teacher = None if not distils else self.design_teacher(info) if design else self.teacher()[0]
-            # the design is differentiated w.r.t. its backend: the student's own parametrisation
-            params = [n for n, _ in teacher.named_parameters() if n.startswith("backend.")] \
-                if design and teacher is not None else None
+            params = design_kernel_params(teacher) if design and teacher is not None else None
 
             @functools.cache
             def teacher_cache() -> Any:  # built once per device: every method and lr reads the same images
@@ -465,9 +463,7 @@ class Pipeline:
             ctx = dict(backend=backend, train_idx=idx, train_features=feats, val_features=val_f,
                        test_features=test_f, teacher=teacher, out_of_fold=None if design else self.teacher_outputs,
                        teacher_cache=teacher_cache)
-        choices = finetune_losses(self.cfg)
-        if settings.teacher == "design" and "kd" in choices:  # no fold designs: KD takes the design's own outputs
-            choices = {**choices, "kd": attrs.evolve(choices["kd"], config=attrs.evolve(choices["kd"].config, folds=0))}
+        choices = self.compensation_losses(settings.teacher)
         for method in methods:
             path = base / method / "summary.json"
             if method in todo:
@@ -483,6 +479,16 @@ class Pipeline:
                 summary = json.loads(path.read_text())
             rows.append({"method": method, "device": name, **summary})
         return rows
+
+    def compensation_losses(self, teacher: str) -> dict[str, Any]:
+        """The fine-tuning losses (``finetune_losses``) for ``finetune.teacher``: from the design,
+        KD takes the design's own outputs (there are no fold designs)."""
+        import attrs
+
+        choices = finetune_losses(self.cfg)
+        if teacher == "design" and "kd" in choices:
+            choices["kd"] = attrs.evolve(choices["kd"], config=attrs.evolve(choices["kd"].config, folds=0))
+        return choices
 
     def design_teacher(self, info: dict[str, Any]) -> HybridModel:
         """The device's student as designed (realised frontend, trained backend), frozen: the
@@ -597,6 +603,12 @@ class Pipeline:
         if stage in stage_functions:
             return stage_functions[stage](self)
         return getattr(self, f"stage_{stage}")()
+
+
+def design_kernel_params(design: HybridModel) -> list[str]:
+    """The design teacher's NTK is taken w.r.t. its backend: the student's own parametrisation
+    (its parameters are frozen, so ``backend_parameter_names`` would list none)."""
+    return [n for n, _ in design.named_parameters() if n.startswith("backend.")]
 
 
 def _stage_note(stage: str, result: Any, metric: str) -> str:
