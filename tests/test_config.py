@@ -224,3 +224,32 @@ def test_the_compensation_losses_take_their_own_settings_over_the_students(tiny_
     assert (student.kd_weight, student.alpha, student.beta) == (0.0, 1.0, 0.3)
     assert (tuned.kd_weight, tuned.alpha, tuned.beta) == (0.5, 0.5, 0.3)
     assert finetune_losses(cfg)["kd"] is cfg.methods["distill"]["kd"]
+
+
+def test_compensation_distils_from_the_design_with_the_validation_chosen_settings(tiny_optics, tmp_path):
+    """By default the fine-tuning after fabrication distils from the design with the settings
+    chosen on validation (``DESIGN_DISTILL``), which skip a loss the run does not fine-tune with;
+    a run directory written before ``finetune.teacher`` existed goes on distilling from its
+    teacher with the students' settings."""
+    from onnx_run.config import DESIGN_DISTILL, finetune_losses
+    from onnx_run.rundir import run_dir_config
+
+    flags = {"optics": "tiny", "task": "classification"}
+    cfg = load_config(None, ['finetune.methods=["none", "e2e", "kd", "ntkd"]'], flags)
+    assert cfg.finetune.teacher == "design" and cfg.finetune.distill == DESIGN_DISTILL
+    losses = finetune_losses(cfg)
+    assert (losses["kd"].config.temperature, losses["kd"].config.alpha) == (4.0, 0.9)
+    assert (losses["ntkd"].config.beta, losses["ntkd"].config.beta_schedule) == (30.0, "constant")
+    assert cfg.methods["distill"]["ntkd"].config.beta_schedule == "cosine"  # the students keep theirs
+    only_ntkd = load_config(None, ['finetune.methods=["none", "ntkd"]', 'students.methods=["none"]'], flags)
+    assert "kd" not in finetune_losses(only_ntkd)
+    with pytest.raises(UserError, match="finetune.distill.kd: not a distillation loss"):
+        finetune_losses(load_config(None, ['finetune.methods=["none", "ntkd"]', 'students.methods=["none"]',
+                                           "finetune.distill={kd={temperature=2}}"], flags))
+    import tomli_w
+
+    written_before = cfg.to_dict()
+    del written_before["finetune"]["teacher"], written_before["finetune"]["distill"]
+    (tmp_path / "config.toml").write_text(tomli_w.dumps(written_before))
+    old = run_dir_config(tmp_path)
+    assert old.finetune.teacher == "teacher" and old.finetune.distill == {}

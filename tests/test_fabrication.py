@@ -429,8 +429,8 @@ def test_the_teacher_kernel_is_built_once_per_device(tmp_path, tiny_optics, monk
 def test_the_design_teacher_is_the_device_without_its_errors(tmp_path, tiny_optics):
     """``finetune.teacher = "design"``: on a device made without errors, the design teacher's
     outputs and backend NTK on the raw images are the student's own on the captured features, so
-    KD and NTKD start at zero discrepancy; with errors they differ. ``finetune --teacher design``
-    keeps its fine-tunings beside the config's, in ``finetune-design-teacher/``."""
+    KD and NTKD start at zero discrepancy; with errors they differ. ``finetune --teacher teacher``
+    (not the config's, the default design) keeps its fine-tunings apart, in ``finetune-from-teacher/``."""
     from click.testing import CliRunner
 
     from onnx_run.cli import cli
@@ -467,8 +467,8 @@ def test_the_design_teacher_is_the_device_without_its_errors(tmp_path, tiny_opti
     assert kernels["none-seed0-dev0"][0] < 1e-5 and kernels["none-seed0-dev0"][1] < 1e-5
     assert kernels["bent"][0] > 1e-3 and kernels["bent"][1] > 1e-3
     res = CliRunner().invoke(cli, ["finetune", str(run_dir), "--device", "bent", "--method", "kd,ntkd",
-                                   "--teacher", "design"])
+                                   "--teacher", "teacher"])
     assert res.exit_code == 0, res.output
     for method in ("kd", "ntkd"):
-        assert (pipe.device_dir("bent") / "finetune-design-teacher" / method / "summary.json").exists()
+        assert (pipe.device_dir("bent") / "finetune-from-teacher" / method / "summary.json").exists()
     assert not (pipe.device_dir("bent") / "finetune").exists()

@@ -2,18 +2,23 @@
 
 For every device of a trained run (``fabricate.devices`` per student seed), the backend is
 fine-tuned on the run's captured fraction with:
-  e2e           the task loss alone;
-  kd / ntkd     from the run's teacher (the run's own ``finetune/`` fine-tunings, read, not redone);
+  e2e           the task loss alone, lr tuned (the run's own ``finetune/``, read, not redone);
+  e2e-tuned     the task loss, with the fine-tuning's epochs, batch size and weight decay tuned
+                on the same budget as the distillation losses' settings;
+  kd / ntkd     from the run's teacher (the run's own ``finetune/`` fine-tunings, read);
   kd@design     Hinton KD from the student as designed (``finetune.teacher = "design"``);
   ntkd@design   the paper's NTKD (task loss + kernel term) from the design;
-  ntkd+kd@design  NTKD with the output term (``distill.ntkd.kd_weight``) from the design.
-Each @design method has a grid of 4 settings (``--points`` fewer: the same budget for each), every setting
+  ntkd+kd@design  NTKD with the output term (``distill.ntkd.kd_weight``) from the design;
+  kd@design+recipe, ntkd@design+recipe  the chosen design settings with the fine-tuning recipe
+                the task loss chose (e2e-tuned), one setting fixed beforehand.
+Each tuned method has a grid of settings (the first ``--points`` of it: the same budget for
+each; round 1 is the first 4, round 2 the next 4, where round 1 pointed), every setting
 fine-tuned at each lr of the run's ``finetune.lr_grid``; the setting with the best mean
 validation score over the first student seed's devices is chosen, then run on every device.
 Test is read only for the chosen settings. Fine-tunings are kept in
 ``RUN_DIR/fabricated/<device>/finetune-teachers/`` (a rerun reads them).
 
-    python benchmarks/compensation/teachers.py RUN_DIR [--methods kd@design,ntkd@design] [--points 2]
+    python benchmarks/compensation/teachers.py RUN_DIR [--methods kd@design,ntkd@design] [--points 8]
 
 Needs a run whose fabricate and compensate stages are done (the configs beside this file).
 """
@@ -35,17 +40,32 @@ from onnx_run.pipeline import Pipeline, design_kernel_params
 from onnx_run.report.tables import ci_text, paired
 from onnx_run.train.checkpoint import load_state_dict_checked
 
-#: method -> (loss, 4 settings of it); the first of each is the loss's default
+#: method -> (loss, its settings: round 1, then round 2 where round 1 pointed); the first is the
+#: default. ``e2e-tuned`` is the task loss with the fine-tuning's own settings on the same budget.
+RECIPE: dict[str, Any] = {"epochs": 30, "weight_decay": 5e-4}
 GRIDS: dict[str, tuple[str, list[dict[str, Any]]]] = {
+    "e2e-tuned": ("e2e", [{}, {"epochs": 30}, {"batch_size": 32}, {"weight_decay": 5e-4},
+                          {"epochs": 30, "batch_size": 32}, {"epochs": 60}, {"weight_decay": 5e-3},
+                          {"epochs": 30, "weight_decay": 5e-4}]),
     "kd@design": ("kd", [{"temperature": 1.0, "alpha": 0.5}, {"temperature": 4.0, "alpha": 0.5},
-                         {"temperature": 1.0, "alpha": 0.9}, {"temperature": 4.0, "alpha": 0.9}]),
+                         {"temperature": 1.0, "alpha": 0.9}, {"temperature": 4.0, "alpha": 0.9},
+                         {"temperature": 8.0, "alpha": 0.9}, {"temperature": 4.0, "alpha": 1.0},
+                         {"temperature": 8.0, "alpha": 1.0}, {"temperature": 2.0, "alpha": 0.9}]),
     "ntkd@design": ("ntkd", [{}, {"beta": 10.0, "beta_schedule": "constant"},
                              {"beta": 3.0, "beta_schedule": "constant"},
-                             {"discrepancy": "mse_normalized", "beta": 3.0, "beta_schedule": "constant"}]),
+                             {"discrepancy": "mse_normalized", "beta": 3.0, "beta_schedule": "constant"},
+                             {"beta": 30.0, "beta_schedule": "constant"},
+                             {"beta": 100.0, "beta_schedule": "constant"},
+                             {"beta": 300.0, "beta_schedule": "constant"},
+                             {"discrepancy": "mse_normalized", "beta": 30.0, "beta_schedule": "constant"}]),
     "ntkd+kd@design": ("ntkd", [{**kd, **g} for kd in [{"alpha": 0.5, "kd_weight": 0.5, "kd_temperature": 4.0}]
                                 for g in [{}, {"beta": 10.0, "beta_schedule": "constant"},
                                           {"beta": 3.0, "beta_schedule": "constant"},
                                           {"discrepancy": "mse_normalized", "beta": 3.0, "beta_schedule": "constant"}]]),
+    # the chosen design settings with the task loss's chosen fine-tuning recipe (e2e-tuned on
+    # both optics), fixed beforehand: one setting, no search of its own
+    "kd@design+recipe": ("kd", [{"temperature": 4.0, "alpha": 0.9, **RECIPE}]),
+    "ntkd@design+recipe": ("ntkd", [{"beta": 30.0, "beta_schedule": "constant", **RECIPE}]),
 }
 
 
@@ -79,8 +99,12 @@ class Device:
         if (folder / "summary.json").exists():
             return json.loads((folder / "summary.json").read_text())
         choices = pipe.compensation_losses("design")
-        if loss != "e2e":
-            choices[loss] = attrs.evolve(choices[loss], config=attrs.evolve(choices[loss].config, **settings))
+        # a setting names fine-tuning keys (epochs, batch_size, weight_decay) and the loss's own
+        recipe_keys = {f.name for f in attrs.fields(type(pipe.cfg.finetune))}
+        ft = attrs.evolve(pipe.cfg.finetune, **{k: v for k, v in settings.items() if k in recipe_keys})
+        loss_settings = {k: v for k, v in settings.items() if k not in recipe_keys}
+        if loss_settings:
+            choices[loss] = attrs.evolve(choices[loss], config=attrs.evolve(choices[loss].config, **loss_settings))
 
         def run(ft: Any, run_dir: Path) -> dict[str, Any]:
             return finetune_backend(task=pipe.task, splits=pipe.splits, method=loss, settings=ft, run_dir=run_dir,
@@ -88,18 +112,22 @@ class Device:
                                     progress=False, backend=self.backend, train_idx=self.idx,
                                     train_features=self.features, val_features=self.val, test_features=self.test,
                                     teacher=self.design, teacher_cache=self.kernel)
-        return pipe._lr_search(run, pipe.cfg.finetune, folder)
+        return pipe._lr_search(run, ft, folder)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--methods", default=",".join(GRIDS), help=f"of {', '.join(GRIDS)}")
-    parser.add_argument("--points", type=int, default=4, choices=range(1, 5),
-                        help="the first POINTS settings of each grid (the same for every method)")
+    parser.add_argument("--methods", default=",".join(m for m in GRIDS if "+recipe" not in m),
+                        help=f"of {', '.join(GRIDS)}")
+    parser.add_argument("--points", type=int, default=4, choices=range(1, 9),
+                        help="the first POINTS settings of each grid (the same for every method; a grid "
+                             "shorter than that is run whole)")
     args = parser.parse_args()
     pipe = Pipeline.from_run_dir(args.run_dir)
     pipe.progress = False
+    # each grid is over the losses' own settings ([distill.<name>]), not the run's finetune.distill
+    pipe.cfg.sections["finetune"] = attrs.evolve(pipe.cfg.finetune, distill={})
     methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in methods if m not in GRIDS]
     if unknown:
@@ -145,9 +173,12 @@ def main() -> None:
     print("\n| paired over devices | points, mean ± std | 95 % CI | devices won |")
     print("|---|---|---|---|")
     chosen_name = {n.split(" ")[0]: n for n in scores}
-    pairs = [(n, "e2e") for n in scores if n not in ("none", "e2e")]
+    pairs = [(n, base) for base in ("e2e", chosen_name.get("e2e-tuned")) if base
+             for n in scores if n not in ("none", "e2e") and n != base]
     pairs += [(chosen_name[a], chosen_name[b]) for a, b in [("kd@design", "kd"), ("ntkd@design", "ntkd"),
-                                                           ("ntkd+kd@design", "kd@design")]
+                                                           ("ntkd+kd@design", "kd@design"),
+                                                           ("ntkd@design+recipe", "ntkd@design"),
+                                                           ("kd@design+recipe", "kd@design")]
               if a in chosen_name and b in chosen_name]
     for name, against in pairs:
         if against in scores:

@@ -407,7 +407,7 @@ class Pipeline:
                           captures: Path | None = None, teacher: str | None = None) -> list[dict[str, Any]]:
         """Backend-only fine-tuning of one device's student; one summary per method. ``fraction``,
         ``captures`` and ``teacher`` (finetune.teacher) other than the config's are kept apart, in
-        ``finetune-f<fraction>[-captures][-<teacher>-teacher]/``."""
+        ``finetune-f<fraction>[-captures][-from-<teacher>]/``."""
         import attrs
 
         from onnx_run.fabrication.finetune import backend_state, finetune_backend
@@ -422,7 +422,7 @@ class Pipeline:
             settings = attrs.evolve(settings, teacher=teacher)
         methods = list(methods or settings.methods)
         tag = "" if captures is None and fraction is None else f"-f{settings.fraction:g}" + ("-captures" if captures else "")
-        tag += f"-{settings.teacher}-teacher" if other_teacher else ""
+        tag += f"-from-{settings.teacher}" if other_teacher else ""
         base = out / f"finetune{tag}"
         todo = [m for m in methods if not (base / m / "summary.json").exists()]
         rows = []

@@ -31,7 +31,13 @@ def run_dir_config(run_dir: Path) -> RunConfig:
     path = Path(run_dir) / "config.toml"
     if not path.exists():
         raise UserError(f"run directory {run_dir}: no config.toml; is this an onnx-run run directory?")
-    return resolve(load_toml(path))
+    raw = load_toml(path)
+    finetune = raw.get("finetune")
+    if isinstance(finetune, dict) and "teacher" not in finetune:
+        # written before finetune.teacher existed, when kd and ntkd fine-tuned from the run's
+        # teacher with the students' settings: read on, it goes on doing what it did
+        raw["finetune"] = {**finetune, "teacher": "teacher", "distill": {}}
+    return resolve(raw)
 
 
 def parse_stages(text: str | None) -> tuple[str, ...]:

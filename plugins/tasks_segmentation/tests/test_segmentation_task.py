@@ -65,6 +65,11 @@ def test_run_config_resolves_with_segmentation(tmp_path):
     cfg = load_config(sets=["task.name=segmentation", "task.num_images=20"])
     assert cfg.teacher.name == "unet"
     assert cfg.task.config.num_images == 20
+    # compensation from the design, with the students' loss settings (the classification's
+    # validation-chosen ones are not this decoder's), unless the user says otherwise
+    assert cfg.finetune.teacher == "design" and cfg.finetune.distill == {}
+    own = load_config(sets=["task.name=segmentation", "finetune.distill={ntkd={beta=1.0}}"])
+    assert own.finetune.distill == {"ntkd": {"beta": 1.0}}
 
 
 # ----------------------------------------------------------------------------- NTK reduction
