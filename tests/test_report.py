@@ -53,3 +53,16 @@ def test_results_md_renders_and_stands_on_its_own(tmp_path, tiny_optics):
         assert (run_dir / img.attrGet("src")).exists(), img.attrGet("src")
     captions = [p for p in paragraphs if re.fullmatch(r"\*.+\*", p)]
     assert len(captions) == len(images)
+
+
+def test_what_was_run_says_whom_the_compensation_distilled_from():
+    """The report names the compensation's teacher when KD or NTKD fine-tuned: the design by
+    default; a config from before ``finetune.teacher`` existed distilled from the teacher."""
+    from onnx_run.report.tables import what_was_run
+
+    base = {"fabricate": {"devices": 3, "student": "ntkd"}}
+    design, old = (what_was_run({**base, "finetune": {"methods": ["none", "ntkd"], **t}})[0]
+                   for t in ({"teacher": "design"}, {}))
+    assert "KD and NTKD distilling from the student as designed" in design
+    assert "KD and NTKD distilling from the teacher." in old
+    assert "distilling" not in what_was_run({**base, "finetune": {"methods": ["none", "e2e"]}})[0]

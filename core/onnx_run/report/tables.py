@@ -171,7 +171,10 @@ def what_was_run(config: dict[str, Any], split_sizes: dict[str, int] | None = No
     if fab:
         lines[0] += (f" After fabrication: {fab.get('devices', 1)} device(s) per seed of the `{fab.get('student')}` "
                      f"student (severity {fab.get('severity', 1):g}), the backend fine-tuned {fine.get('epochs', '?')} "
-                     f"epochs on {fine.get('fraction', 0) * 100:g} % of the training images captured through it.")
+                     f"epochs on {fine.get('fraction', 0) * 100:g} % of the training images captured through it"
+                     + (", KD and NTKD distilling from " + ("the student as designed (realised, without errors)"
+                        if fine.get("teacher", "teacher") == "design" else "the teacher")
+                        if any(m in ("kd", "ntkd") for m in fine.get("methods", [])) else "") + ".")
     lines[0] += " Every setting: `config.toml`."
     return lines + [""]
 
