@@ -139,7 +139,7 @@ class FinetuneSettings(TrainSettings):
     #: realised, error-free frontend and its trained backend, on the raw images: what the device
     #: should have computed, in the backend's own parametrisation) or "teacher" (the run's
     #: electronic teacher on the raw images, the paper's choice); docs/fabrication.md measures both:
-    #: from the design both beat the task loss on every device, from the teacher neither does
+    #: from the design KD and NTKD beat the task loss, from the teacher they do not
     teacher: str = attrs.field(default="design", validator=v.in_(["teacher", "design"]))
     #: the compensation's own settings of its distillation losses, over ``[distill.<name>]``
     #: (which the students keep): e.g. ``{ntkd = {kd_weight = 0.5}}``. The default is what

@@ -114,7 +114,8 @@ class SegmentationConfig:
         decoder's GroupNorm. The compensation after fabrication distils with the students'
         settings (``finetune.distill = {}``): on the design teacher's validation grid (beta 0.3 /
         10 / 3 constant, mse_normalized 3) the students' beta 0.3 was best, and the
-        classification's beta 30 left NTKD under no compensation on 2 of 3 devices
+        classification's beta 30 left NTKD under the task loss on all 3 devices and no better than
+        no compensation on 2
         (docs/fabrication.md)."""
         return {"train": {"lr": 0.003, "optics_lr": 0.05}, "finetune": {"distill": {}}}
 
