@@ -124,9 +124,10 @@ class FinetuneSettings(TrainSettings):
     """Backend-only compensation after fabrication, on ``fraction`` of the training images
     captured through the device. ``methods``: none (no compensation), e2e (task loss), kd,
     ntkd (NTK w.r.t. the backend parameters, teacher on raw images; settings from
-    [distill.ntkd] with ``distill`` over them); ``teacher`` says which teacher. ``lr_grid``: when given, every method but none is fine-tuned at each of
-    these learning rates and the one best on the captured validation images is kept (the same
-    budget for every method; test is read once, for the chosen lr)."""
+    [distill.ntkd] with ``distill`` over them); ``teacher`` says which teacher. ``lr_grid``:
+    when given, every method but none is fine-tuned at each of these learning rates and the one
+    best on the captured validation images is kept (the same budget for every method; test is
+    read once, for the chosen lr)."""
 
     methods: list[str] = attrs.field(factory=lambda: ["none", "e2e", "ntkd"], validator=_method_list)
     fraction: float = attrs.field(default=0.1, validator=[v.gt(0), v.le(1)])

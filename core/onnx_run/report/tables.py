@@ -171,10 +171,12 @@ def what_was_run(config: dict[str, Any], split_sizes: dict[str, int] | None = No
     if fab:
         lines[0] += (f" After fabrication: {fab.get('devices', 1)} device(s) per seed of the `{fab.get('student')}` "
                      f"student (severity {fab.get('severity', 1):g}), the backend fine-tuned {fine.get('epochs', '?')} "
-                     f"epochs on {fine.get('fraction', 0) * 100:g} % of the training images captured through it"
-                     + (", KD and NTKD distilling from " + ("the student as designed (realised, without errors)"
-                        if fine.get("teacher", "teacher") == "design" else "the teacher")
-                        if any(m in ("kd", "ntkd") for m in fine.get("methods", [])) else "") + ".")
+                     f"epochs on {fine.get('fraction', 0) * 100:g} % of the training images captured through it")
+        if any(m in ("kd", "ntkd") for m in fine.get("methods", [])):  # a config from before: the teacher
+            whom = ("the student as designed (realised, without errors)" if fine.get("teacher") == "design"
+                    else "the teacher")
+            lines[0] += f", KD and NTKD distilling from {whom}"
+        lines[0] += "."
     lines[0] += " Every setting: `config.toml`."
     return lines + [""]
 

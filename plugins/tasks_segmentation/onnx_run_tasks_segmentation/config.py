@@ -115,8 +115,7 @@ class SegmentationConfig:
         settings (``finetune.distill = {}``): on the design teacher's validation grid (beta 0.3 /
         10 / 3 constant, mse_normalized 3) the students' beta 0.3 was best, and the
         classification's beta 30 left NTKD under the task loss on all 3 devices and no better than
-        no compensation on 2
-        (docs/fabrication.md)."""
+        no compensation on 2 (docs/fabrication.md)."""
         return {"train": {"lr": 0.003, "optics_lr": 0.05}, "finetune": {"distill": {}}}
 
     def distill_defaults(self) -> dict[str, dict[str, Any]]:
