@@ -239,7 +239,8 @@ def test_compensation_distils_from_the_design_with_the_validation_chosen_setting
     assert cfg.finetune.teacher == "design" and cfg.finetune.distill == DESIGN_DISTILL
     losses = finetune_losses(cfg)
     assert (losses["kd"].config.temperature, losses["kd"].config.alpha) == (4.0, 0.9)
-    assert (losses["ntkd"].config.beta, losses["ntkd"].config.beta_schedule) == (30.0, "constant")
+    ntkd = losses["ntkd"].config
+    assert (ntkd.beta, ntkd.beta_schedule, ntkd.kd_weight, ntkd.kd_temperature) == (10.0, "constant", 0.5, 4.0)
     assert cfg.methods["distill"]["ntkd"].config.beta_schedule == "cosine"  # the students keep theirs
     only_ntkd = load_config(None, ['finetune.methods=["none", "ntkd"]', 'students.methods=["none"]'], flags)
     assert "kd" not in finetune_losses(only_ntkd)

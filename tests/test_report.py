@@ -57,7 +57,8 @@ def test_results_md_renders_and_stands_on_its_own(tmp_path, tiny_optics):
 
 def test_what_was_run_says_whom_the_compensation_distilled_from():
     """The report names the compensation's teacher when KD or NTKD fine-tuned: the design by
-    default; a config from before ``finetune.teacher`` existed distilled from the teacher."""
+    default; a config from before ``finetune.teacher`` existed distilled from the teacher. An
+    NTKD with an output term says so."""
     from onnx_run.report.tables import what_was_run
 
     base = {"fabricate": {"devices": 3, "student": "ntkd"}}
@@ -66,3 +67,6 @@ def test_what_was_run_says_whom_the_compensation_distilled_from():
     assert "KD and NTKD distilling from the student as designed" in design
     assert "KD and NTKD distilling from the teacher." in old
     assert "distilling" not in what_was_run({**base, "finetune": {"methods": ["none", "e2e"]}})[0]
+    with_output = what_was_run({**base, "finetune": {"methods": ["none", "ntkd"], "teacher": "design",
+                                                     "distill": {"ntkd": {"kd_weight": 0.5}}}})[0]
+    assert ", NTKD with its output term (KD weight 0.5)." in with_output and "output term" not in design

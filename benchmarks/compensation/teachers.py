@@ -10,7 +10,9 @@ fine-tuned on the run's captured fraction with:
   ntkd@design   the paper's NTKD (task loss + kernel term) from the design;
   ntkd+kd@design  NTKD with the output term (``distill.ntkd.kd_weight``) from the design;
   kd@design+recipe, ntkd@design+recipe  the chosen design settings with the fine-tuning recipe
-                the task loss chose (e2e-tuned), one setting fixed beforehand.
+                the task loss chose (e2e-tuned), one setting fixed beforehand;
+  ntkd@design-tuned  the paper's NTKD with beta and the fine-tuning recipe searched together;
+  e2e+ntkd-recipe  a control: the task loss at the recipe ntkd@design-tuned chose.
 Each tuned method has a grid of settings (the first ``--points`` of it: the same budget for
 each; round 1 is the first 4, round 2 the next 4, where round 1 pointed), every setting
 fine-tuned at each lr of the run's ``finetune.lr_grid``; the setting with the best mean
@@ -34,11 +36,9 @@ from typing import Any
 
 import attrs
 
-from onnx_run.fabrication.finetune import backend_state, finetune_backend
-from onnx_run.ntk.teacher_cache import bounded_cache
-from onnx_run.pipeline import Pipeline, design_kernel_params
+from onnx_run.fabrication.finetune import finetune_backend
+from onnx_run.pipeline import Pipeline
 from onnx_run.report.tables import ci_text, paired
-from onnx_run.train.checkpoint import load_state_dict_checked
 
 #: method -> (loss, its settings: round 1, then round 2 where round 1 pointed); the first is the
 #: default. ``e2e-tuned`` is the task loss with the fine-tuning's own settings on the same budget.
@@ -61,7 +61,24 @@ GRIDS: dict[str, tuple[str, list[dict[str, Any]]]] = {
     "ntkd+kd@design": ("ntkd", [{**kd, **g} for kd in [{"alpha": 0.5, "kd_weight": 0.5, "kd_temperature": 4.0}]
                                 for g in [{}, {"beta": 10.0, "beta_schedule": "constant"},
                                           {"beta": 3.0, "beta_schedule": "constant"},
-                                          {"discrepancy": "mse_normalized", "beta": 3.0, "beta_schedule": "constant"}]]),
+                                          {"discrepancy": "mse_normalized", "beta": 3.0, "beta_schedule": "constant"},
+                                          {"beta": 30.0, "beta_schedule": "constant"},
+                                          {"beta": 100.0, "beta_schedule": "constant"},
+                                          {"beta": 300.0, "beta_schedule": "constant"},
+                                          {"discrepancy": "mse_normalized", "beta": 30.0, "beta_schedule": "constant"}]]),
+    # a control: the task loss at the recipe ntkd@design-tuned chose (not in e2e-tuned's grid)
+    "e2e+ntkd-recipe": ("e2e", [{"epochs": 60, "weight_decay": 5e-4}]),
+    # the paper's NTKD with its beta and the fine-tuning recipe searched together, on the same
+    # budget as e2e-tuned: the recipe points start from what the task loss chose
+    "ntkd@design-tuned": ("ntkd", [{"beta": 30.0, "beta_schedule": "constant", **RECIPE},
+                                   {"beta": 30.0, "beta_schedule": "constant"},
+                                   {"beta": 100.0, "beta_schedule": "constant", **RECIPE},
+                                   {"beta": 10.0, "beta_schedule": "constant", **RECIPE},
+                                   {"beta": 300.0, "beta_schedule": "constant", **RECIPE},
+                                   {"beta": 30.0, "beta_schedule": "constant", "epochs": 30},
+                                   {"beta": 30.0, "beta_schedule": "constant", "epochs": 60, "weight_decay": 5e-4},
+                                   {"discrepancy": "mse_normalized", "beta": 30.0, "beta_schedule": "constant",
+                                    **RECIPE}]),
     # the chosen design settings with the task loss's chosen fine-tuning recipe (e2e-tuned on
     # both optics), fixed beforehand: one setting, no search of its own
     "kd@design+recipe": ("kd", [{"temperature": 4.0, "alpha": 0.9, **RECIPE}]),
@@ -74,30 +91,26 @@ def label(settings: dict[str, Any]) -> str:
 
 
 class Device:
-    """One device's fine-tuning inputs, built once: captures, the trained backend, the design."""
+    """One device's fine-tuning inputs (``Pipeline.compensation_context``, from the design), built
+    on the first fine-tuning that is not stored yet."""
 
     def __init__(self, pipe: Pipeline, info: dict[str, Any]):
         self.pipe, self.info = pipe, info
-        model, device = pipe.build_device(info)
-        seed = int(info["device_seed"])
-        self.idx, self.features = pipe.captured(device, "train", seed, fraction=pipe.cfg.finetune.fraction)
-        self.val = pipe.captured(device, "val", seed)[1]
-        self.test = pipe.captured(device, "test", seed)[1]
-        self.backend = model.backend
-        load_state_dict_checked(self.backend, backend_state(pipe._student_state(info["student"], info["student_seed"])),
-                                pipe.student_checkpoint_note(info["student"], info["student_seed"]))
-        self.design = pipe.design_teacher(info)
-        params = design_kernel_params(self.design)
-        self.kernel = functools.cache(lambda: bounded_cache(self.design, pipe.splits.train.tensors[0][self.idx],
-                                                            reduce=pipe.task.ntk_reduce, params=params))
         self.out = pipe.device_dir(info["name"]) / "finetune-teachers"
+
+    @functools.cached_property
+    def context(self) -> dict[str, Any]:
+        return self.pipe.compensation_context(self.info, attrs.evolve(self.pipe.cfg.finetune, teacher="design"))
 
     def tune(self, method: str, loss: str, settings: dict[str, Any]) -> dict[str, Any]:
         """The lr search of one setting (or read back)."""
         pipe = self.pipe
         folder = self.out / method / label(settings)
-        if (folder / "summary.json").exists():
-            return json.loads((folder / "summary.json").read_text())
+        # every method here distils from the design (or from nobody): the same loss and settings
+        # under another method's name is the same fine-tuning, read back
+        for same in [folder] + [self.out / m / label(settings) for m, (lo, _) in GRIDS.items() if lo == loss]:
+            if (same / "summary.json").exists():
+                return json.loads((same / "summary.json").read_text())
         choices = pipe.compensation_losses("design")
         # a setting names fine-tuning keys (epochs, batch_size, weight_decay) and the loss's own
         recipe_keys = {f.name for f in attrs.fields(type(pipe.cfg.finetune))}
@@ -109,16 +122,14 @@ class Device:
         def run(ft: Any, run_dir: Path) -> dict[str, Any]:
             return finetune_backend(task=pipe.task, splits=pipe.splits, method=loss, settings=ft, run_dir=run_dir,
                                     seed=int(self.info["student_seed"]), device=pipe.device, loss_choices=choices,
-                                    progress=False, backend=self.backend, train_idx=self.idx,
-                                    train_features=self.features, val_features=self.val, test_features=self.test,
-                                    teacher=self.design, teacher_cache=self.kernel)
+                                    progress=False, precision=pipe.precision, **self.context)
         return pipe._lr_search(run, ft, folder)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--methods", default=",".join(m for m in GRIDS if "+recipe" not in m),
+    parser.add_argument("--methods", default=",".join(m for m in GRIDS if "recipe" not in m),
                         help=f"of {', '.join(GRIDS)}")
     parser.add_argument("--points", type=int, default=4, choices=range(1, 9),
                         help="the first POINTS settings of each grid (the same for every method; a grid "
@@ -178,6 +189,8 @@ def main() -> None:
     pairs += [(chosen_name[a], chosen_name[b]) for a, b in [("kd@design", "kd"), ("ntkd@design", "ntkd"),
                                                            ("ntkd+kd@design", "kd@design"),
                                                            ("ntkd@design+recipe", "ntkd@design"),
+                                                           ("ntkd@design-tuned", "ntkd@design"),
+                                                           ("ntkd@design-tuned", "e2e+ntkd-recipe"),
                                                            ("kd@design+recipe", "kd@design")]
               if a in chosen_name and b in chosen_name]
     for name, against in pairs:

@@ -410,7 +410,7 @@ class Pipeline:
         ``finetune-f<fraction>[-captures][-from-<teacher>]/``."""
         import attrs
 
-        from onnx_run.fabrication.finetune import backend_state, finetune_backend
+        from onnx_run.fabrication.finetune import finetune_backend
 
         out = self.device_dir(name)
         info = self._device_info(name)
@@ -426,43 +426,8 @@ class Pipeline:
         base = out / f"finetune{tag}"
         todo = [m for m in methods if not (base / m / "summary.json").exists()]
         rows = []
-        ctx: dict[str, Any] = {}
-        if todo:
-            model, device = self.build_device(info)
-            seed = int(info["device_seed"])
-            if captures is not None:
-                from onnx_run.fabrication.measured import read_captures
-
-                with torch.no_grad():  # the design's own features: intensities, or signed differences?
-                    ideal = model.frontend(self.splits.train.tensors[0][:32].to(self.device))
-                cap = read_captures(captures, n_train=len(self.splits.train), feature_shape=self.feature_shape,
-                                    n_test=len(self.splits.test), intensities=bool((ideal >= 0).all()))
-                idx, feats = cap["indices"], cap["features"]
-            else:
-                idx, feats = self.captured(device, "train", seed, fraction=settings.fraction)
-            val_f = self.captured(device, "val", seed)[1]
-            test_f = cap["test_features"] if captures is not None and "test_features" in cap else \
-                self.captured(device, "test", seed)[1]
-            from onnx_run.train.checkpoint import load_state_dict_checked
-
-            backend = model.backend
-            load_state_dict_checked(backend, backend_state(self._student_state(info["student"], info["student_seed"])),
-                                    self.student_checkpoint_note(info["student"], info["student_seed"]))
-            distils = any(m in ("kd", "ntkd") for m in todo)
-            design = settings.teacher == "design"
-            teacher = None if not distils else self.design_teacher(info) if design else self.teacher()[0]
-            params = design_kernel_params(teacher) if design and teacher is not None else None
-
-            @functools.cache
-            def teacher_cache() -> Any:  # built once per device: every method and lr reads the same images
-                from onnx_run.ntk.teacher_cache import bounded_cache
-
-                return bounded_cache(teacher, self.splits.train.tensors[0][idx].to(self.device),
-                                     reduce=self.task.ntk_reduce, params=params, progress=self.progress)
-
-            ctx = dict(backend=backend, train_idx=idx, train_features=feats, val_features=val_f,
-                       test_features=test_f, teacher=teacher, out_of_fold=None if design else self.teacher_outputs,
-                       teacher_cache=teacher_cache)
+        ctx = self.compensation_context(info, settings, captures=captures,
+                                        distils=any(m in ("kd", "ntkd") for m in todo)) if todo else {}
         choices = self.compensation_losses(settings.teacher)
         for method in methods:
             path = base / method / "summary.json"
@@ -479,6 +444,47 @@ class Pipeline:
                 summary = json.loads(path.read_text())
             rows.append({"method": method, "device": name, **summary})
         return rows
+
+    def compensation_context(self, info: dict[str, Any], settings: Any, *, captures: Path | None = None,
+                             distils: bool = True) -> dict[str, Any]:
+        """What every fine-tuning of one device reads, built once (``finetune_backend``'s inputs):
+        the captured features (``settings.fraction`` of the training images, or the user's
+        ``captures``; validation; test), the trained backend, and with ``distils`` the teacher of
+        ``settings.teacher`` with its kernel cache."""
+        from onnx_run.fabrication.finetune import backend_state
+        from onnx_run.train.checkpoint import load_state_dict_checked
+
+        model, device = self.build_device(info)
+        seed = int(info["device_seed"])
+        cap: dict[str, Any] = {}
+        if captures is not None:
+            from onnx_run.fabrication.measured import read_captures
+
+            with torch.no_grad():  # the design's own features: intensities, or signed differences?
+                ideal = model.frontend(self.splits.train.tensors[0][:32].to(self.device))
+            cap = read_captures(captures, n_train=len(self.splits.train), feature_shape=self.feature_shape,
+                                n_test=len(self.splits.test), intensities=bool((ideal >= 0).all()))
+            idx, feats = cap["indices"], cap["features"]
+        else:
+            idx, feats = self.captured(device, "train", seed, fraction=settings.fraction)
+        test_f = cap["test_features"] if "test_features" in cap else self.captured(device, "test", seed)[1]
+        backend = model.backend
+        load_state_dict_checked(backend, backend_state(self._student_state(info["student"], info["student_seed"])),
+                                self.student_checkpoint_note(info["student"], info["student_seed"]))
+        design = settings.teacher == "design"
+        teacher = None if not distils else self.design_teacher(info) if design else self.teacher()[0]
+        params = design_kernel_params(teacher) if design and teacher is not None else None
+
+        @functools.cache
+        def teacher_cache() -> Any:  # built once per device: every method and lr reads the same images
+            from onnx_run.ntk.teacher_cache import bounded_cache
+
+            return bounded_cache(teacher, self.splits.train.tensors[0][idx].to(self.device),
+                                 reduce=self.task.ntk_reduce, params=params, progress=self.progress)
+
+        return dict(backend=backend, train_idx=idx, train_features=feats,
+                    val_features=self.captured(device, "val", seed)[1], test_features=test_f, teacher=teacher,
+                    out_of_fold=None if design else self.teacher_outputs, teacher_cache=teacher_cache)
 
     def compensation_losses(self, teacher: str) -> dict[str, Any]:
         """The fine-tuning losses (``finetune_losses``) for ``finetune.teacher``: from the design,

@@ -176,6 +176,9 @@ def what_was_run(config: dict[str, Any], split_sizes: dict[str, int] | None = No
             whom = ("the student as designed (realised, without errors)" if fine.get("teacher") == "design"
                     else "the teacher")
             lines[0] += f", KD and NTKD distilling from {whom}"
+            ntkd = {**config.get("distill", {}).get("ntkd", {}), **fine.get("distill", {}).get("ntkd", {})}
+            if "ntkd" in fine.get("methods", []) and ntkd.get("kd_weight", 0) > 0:
+                lines[0] += f", NTKD with its output term (KD weight {ntkd['kd_weight']:g})"
         lines[0] += "."
     lines[0] += " Every setting: `config.toml`."
     return lines + [""]
