@@ -151,9 +151,9 @@ class FinetuneSettings(TrainSettings):
 
 #: finetune.distill's default: the settings chosen on the captured validation images of Fashion-MNIST
 #: devices for compensation from the design (benchmarks/compensation/teachers.py --points 8: the
-#: first student seed's 3 metasurface devices, 8 settings per loss, each at 4 learning rates). NTKD's
-#: is its kernel term with the output term (``kd_weight``): the best of its 16 settings, 8 with the
-#: output term and 8 without, on both optics (docs/fabrication.md)
+#: first student seed's 3 metasurface devices, 8 settings per loss, each at 4 learning rates). For
+#: NTKD validation chose a setting with the output term (``kd_weight``) on both optics, among 8 with
+#: it and 8 without (docs/fabrication.md); this is the metasurface's
 DESIGN_DISTILL: dict[str, dict[str, Any]] = {
     "kd": {"temperature": 4.0, "alpha": 0.9},
     "ntkd": {"alpha": 0.5, "kd_weight": 0.5, "kd_temperature": 4.0, "beta": 10.0, "beta_schedule": "constant"},

@@ -113,9 +113,9 @@ class SegmentationConfig:
         The core's 0.002 / 0.02 left 2 of 5 seeds at the all-background solution without the
         decoder's GroupNorm. The compensation after fabrication distils with the students'
         settings (``finetune.distill = {}``): on the design teacher's validation grid (beta 0.3 /
-        10 / 3 constant, mse_normalized 3) the students' beta 0.3 was best, and beta 30
-        (the kernel term's choice on classification) left NTKD under the task loss on all 3 devices and no better than
-        no compensation on 2 (docs/fabrication.md)."""
+        10 / 3 constant, mse_normalized 3) the students' beta 0.3 was best, and beta 30 (the
+        kernel term's choice on classification) left NTKD under the task loss on all 3 devices
+        and no better than no compensation on 2 (docs/fabrication.md)."""
         return {"train": {"lr": 0.003, "optics_lr": 0.05}, "finetune": {"distill": {}}}
 
     def distill_defaults(self) -> dict[str, dict[str, Any]]:
