@@ -358,8 +358,8 @@ def test_compensation_lr_is_chosen_on_the_captured_validation_images(tmp_path, t
 def test_a_measured_device_round_trips_through_the_real_device_commands(tmp_path, tiny_optics):
     """A simulated device measured as a lab would (``onnx-run measure``: point-source PSFs and
     captures) and brought back with the real-device commands: the PSF-built device reproduces
-    the device's feature maps up to the exposure, and fine-tuning on the exported captures gives
-    the simulated route's numbers exactly."""
+    the device's feature maps up to the exposure, and fine-tuning on the exported captures (the task
+    loss, and NTKD from the design) gives the simulated route's numbers exactly."""
     from click.testing import CliRunner
 
     from onnx_run.cli import cli
@@ -395,14 +395,16 @@ def test_a_measured_device_round_trips_through_the_real_device_commands(tmp_path
         a, b = simulated(x), measured(x)
     ratio = float((a * b).sum() / (b * b).sum())  # the exposure: calibrated to the design, not the device
     assert float((a - ratio * b).norm() / a.norm()) < 1e-5
-    sim = CliRunner().invoke(cli, ["finetune", str(run_dir), "--device", "none-seed0-dev0", "--method", "e2e"])
-    cap = CliRunner().invoke(cli, ["finetune", str(run_dir), "--device", "none-seed0-dev0", "--method", "e2e",
+    # the task loss, and NTKD at its defaults (from the design, with the output term)
+    sim = CliRunner().invoke(cli, ["finetune", str(run_dir), "--device", "none-seed0-dev0", "--method", "e2e,ntkd"])
+    cap = CliRunner().invoke(cli, ["finetune", str(run_dir), "--device", "none-seed0-dev0", "--method", "e2e,ntkd",
                                    "--captures", str(tmp_path / "lab" / "captures.npz")])
     assert sim.exit_code == 0 and cap.exit_code == 0, sim.output + cap.output
     dev = pipe.device_dir("none-seed0-dev0")
-    first = json.loads((dev / "finetune" / "e2e" / "summary.json").read_text())
-    again = json.loads(next(dev.glob("finetune-*captures/e2e/summary.json")).read_text())
-    assert again["test_accuracy"] == first["test_accuracy"] and again["val_accuracy"] == first["val_accuracy"]
+    for method in ("e2e", "ntkd"):
+        first = json.loads((dev / "finetune" / method / "summary.json").read_text())
+        again = json.loads(next(dev.glob(f"finetune-*captures/{method}/summary.json")).read_text())
+        assert (again["test_accuracy"], again["val_accuracy"]) == (first["test_accuracy"], first["val_accuracy"]), method
 
 
 def test_the_teacher_kernel_is_built_once_per_device(tmp_path, tiny_optics, monkeypatch):
