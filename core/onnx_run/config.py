@@ -153,8 +153,7 @@ class FinetuneSettings(TrainSettings):
 #: devices for compensation from the design (benchmarks/compensation/teachers.py --points 8: the
 #: first student seed's 3 metasurface devices, 8 settings per loss, each at 4 learning rates). For
 #: NTKD validation chose a setting with the output term (``kd_weight``) on both optics, among 8 with
-#: it and 8 without (docs/fabrication.md); this is the metasurface's. A run keeps the tables of the
-#: losses it has (``resolve``)
+#: it and 8 without (docs/fabrication.md); this is the metasurface's
 DESIGN_DISTILL: dict[str, dict[str, Any]] = {
     "kd": {"temperature": 4.0, "alpha": 0.9},
     "ntkd": {"alpha": 0.5, "kd_weight": 0.5, "kd_temperature": 4.0, "beta": 10.0, "beta_schedule": "constant"},
@@ -800,10 +799,6 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
             cfg = structure_section(table, comp.config, f"{section}.{name}") if comp.config else None
             chosen[name] = ComponentChoice(name, cfg, comp)
         methods[section] = chosen
-    if "distill" not in raw.get("finetune", {}) and "distill" not in core.get("finetune", {}):
-        # the default's tables for the losses this run has: a table for one it has not is an error
-        sections["finetune"] = attrs.evolve(sections["finetune"], distill={
-            name: dict(table) for name, table in DESIGN_DISTILL.items() if name in methods["distill"]})
     preset.check()
     cfg = RunConfig(sections, comps, methods, notes=preset.notes)
     finetune_losses(cfg)  # a mistake in finetune.distill fails here, before anything runs
@@ -815,6 +810,8 @@ def finetune_losses(cfg: RunConfig) -> dict[str, ComponentChoice]:
     ``finetune.distill``'s settings over them; a loss the run has not, or a bad setting, is one line."""
     choices = dict(cfg.methods["distill"])
     for name, table in cfg.finetune.distill.items():
+        if name not in choices and table == DESIGN_DISTILL.get(name):
+            continue  # the default's settings for a loss this run's fine-tuning does not use
         if name not in choices or choices[name].config is None:
             allowed = ", ".join(n for n, c in choices.items() if c.config is not None) or "none"
             raise UserError(f"finetune.distill.{name}: not a distillation loss with settings in this run; "
