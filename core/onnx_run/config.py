@@ -811,7 +811,9 @@ def finetune_losses(cfg: RunConfig) -> dict[str, ComponentChoice]:
     choices = dict(cfg.methods["distill"])
     for name, table in cfg.finetune.distill.items():
         if name not in choices and table == DESIGN_DISTILL.get(name):
-            continue  # the default's settings for a loss this run's fine-tuning does not use
+            # the default's settings for a loss this run does not use: a resolved config carries
+            # them (config.toml, compare's runs of one method) and is resolved again with fewer losses
+            continue
         if name not in choices or choices[name].config is None:
             allowed = ", ".join(n for n, c in choices.items() if c.config is not None) or "none"
             raise UserError(f"finetune.distill.{name}: not a distillation loss with settings in this run; "
