@@ -77,8 +77,9 @@ def main() -> None:
         else:
             train_dir = out / f"train-{value}"
             if not train_dir.exists():
-                onnx_run([*point, "--distill", ",".join(methods), "--seeds", str(args.seeds), "--stages",
-                          "teacher,students", "--out", str(train_dir)])
+                stages = "students" if methods == ["none"] else "teacher,students"  # no teacher to train for none
+                onnx_run([*point, "--distill", ",".join(methods), "--seeds", str(args.seeds), "--stages", stages,
+                          "--out", str(train_dir)])
             run_dir = next(train_dir.iterdir())
         row = {"value": value, "num_kernels": est["num_kernels"], "estimate": est["estimate"],
                "band": est.get("estimate_band", 0.0), "estimate_s": est["seconds"],

@@ -38,15 +38,23 @@ def test_a_bad_sweep_is_one_line_and_writes_nothing(tiny_optics, tmp_path):
 
 
 def test_sizes_resolve_defaults_task_curve_config_then_options(tiny_optics):
+    from types import SimpleNamespace
+
     from onnx_run.config import load_config
     from onnx_run.estimate.ntk_estimate import estimate_sizes
 
     cfg = load_config(None, [], {"optics": "tiny", "task": "segmentation"})
-    task = cfg.task.build()
-    assert estimate_sizes(cfg, task) == {"inits": 3, "width_multiplier": 1, "max_train": 300, "max_eval": 150,
-                                         "warmup_steps": 0, "directions": 256}
+    # segmentation regresses pixel by pixel: the generic sizes, its evaluation images capped
+    assert estimate_sizes(cfg, cfg.task.build()) == {"inits": 2, "width_multiplier": 1, "max_train": 1_000_000,
+                                                     "max_eval": 1000, "warmup_steps": -1, "warmup_percent": 20,
+                                                     "directions": 256}
+    task = SimpleNamespace(estimate_settings=lambda: {"inits": 3, "max_train": 300, "warmup_steps": 0,
+                                                      "curve": {"max_train": 100, "max_eval": 50}})
+    assert estimate_sizes(cfg, task) == {"inits": 3, "width_multiplier": 1, "max_train": 300, "max_eval": 10_000,
+                                         "warmup_steps": 0, "warmup_percent": 5, "directions": 256}
     assert estimate_sizes(cfg, task, curve=True) == {"inits": 1, "width_multiplier": 1, "max_train": 100,
-                                                     "max_eval": 50, "warmup_steps": 0, "directions": 256}
+                                                     "max_eval": 50, "warmup_steps": 0, "warmup_percent": 5,
+                                                     "directions": 256}
     cfg = load_config(None, [], {"optics": "tiny", "task": "classification"})  # -1: 5 % of the run's steps
     assert estimate_sizes(cfg, cfg.task.build())["warmup_steps"] == -1
     cfg = load_config(None, ["estimate.warmup_steps=0"], {"optics": "tiny", "task": "classification"})
@@ -77,6 +85,77 @@ def test_primal_and_dual_regressions_agree_on_every_prefix():
             direct = phi[100:] @ torch.linalg.solve(a.T @ a + lam * torch.eye(12, dtype=a.dtype), a.T @ y[:n])
             assert torch.allclose(from_features[n][r], direct, atol=1e-8), (n, r)
             assert torch.allclose(from_kernel[n][r], direct, atol=1e-8), (n, r)
+
+
+def test_the_automatic_warm_up_is_a_share_of_the_run_with_a_ceiling():
+    from types import SimpleNamespace
+
+    from onnx_run.config import load_config
+    from onnx_run.estimate.ntk_estimate import automatic_warmup, estimate_sizes
+
+    def run(epochs, max_train=0):
+        return SimpleNamespace(epochs=epochs, batch_size=128, max_train=max_train)
+
+    assert automatic_warmup(run(8), 54_000, 5) == 169  # 5 % of 8 x 422 steps
+    assert automatic_warmup(run(100), 54_000, 5) == 500  # 5 % would be 2 110: 500 is the ceiling
+    assert automatic_warmup(run(100, max_train=1280), 54_000, 5) == 50  # of the images trained on
+    assert automatic_warmup(run(15), 700, 20) == 18  # a task's own share: 20 % of 90 steps
+    cfg = load_config(None, ["estimate.warmup_percent=10"], {"optics": "4f", "task": "classification"})
+    assert estimate_sizes(cfg, cfg.task.build())["warmup_percent"] == 10  # a config sets it
+
+
+def test_the_feature_gram_is_the_whole_symmetric_product():
+    """The estimate's Gram Phi^T Phi: float32 rows go through BLAS syrk (one triangle formed,
+    the other mirrored), and must equal the float64 product in both triangles."""
+    import torch
+
+    from onnx_run.estimate.ntk_estimate import _feature_gram
+
+    phi = torch.randn(300, 17, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    exact = phi.T @ phi
+    for rows in (phi.float(), phi.float()[::2], phi):  # syrk, syrk on a strided view, float64 matmul
+        want = exact if rows.shape[0] == 300 else phi[::2].T @ phi[::2]
+        got = _feature_gram(rows)
+        assert got.dtype == torch.float64
+        if rows.dtype == torch.float32:
+            assert torch.equal(got, got.T)  # the mirrored triangle, exactly
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_the_pixel_readout_regression_is_least_squares_over_every_pixel():
+    """Dense outputs: one row a pixel, the readout's inputs and a 1 (its bias) as features, the
+    Gram accumulated over chunks of training images; equal to the closed form on every prefix,
+    and laid out per image as _targets lays out its rows (class-major)."""
+    from types import SimpleNamespace
+
+    import torch
+    import torch.nn.functional as F
+
+    from onnx_run.estimate.ntk_estimate import _targets, readout_predictions
+
+    gen = torch.Generator().manual_seed(0)
+    x_train, x_eval = torch.randn(10, 3, 4, 5, generator=gen), torch.randn(4, 3, 4, 5, generator=gen)
+    y_train = torch.randint(0, 3, (10, 4, 5), generator=gen)
+    model = SimpleNamespace(frontend=lambda x: x, backend=None)
+    task = SimpleNamespace(pixel_readout=lambda backend, maps: 2.0 * maps)  # the readout reads 2 x the maps
+    got = readout_predictions(model, task, x_train, y_train, x_eval, sizes=[4, 10], ridges=(1e-3, 0.1),
+                              num_outputs=3, chunk=3)
+
+    def rows(x):
+        return torch.cat([2.0 * x, torch.ones_like(x[:, :1])], 1).movedim(1, -1).reshape(-1, 4).double()
+
+    for n in (4, 10):
+        a = rows(x_train[:n])
+        y = F.one_hot(y_train[:n], 3).reshape(-1, 3).double() - 1 / 3
+        for r in (1e-3, 0.1):
+            lam = r * float((a * a).sum()) / a.shape[0]
+            w = torch.linalg.solve(a.T @ a + lam * torch.eye(4, dtype=a.dtype), a.T @ y)
+            want = (rows(x_eval) @ w).reshape(4, 20, 3).transpose(1, 2).reshape(4, -1)
+            assert got[n][r].shape == _targets(y_train[:4], 3).shape  # (images, classes x pixels)
+            assert torch.allclose(got[n][r].double(), want, atol=1e-5), (n, r)
+    none = SimpleNamespace(pixel_readout=lambda backend, maps: None)
+    assert readout_predictions(model, none, x_train, y_train, x_eval, sizes=[10], ridges=(1e-3,),
+                               num_outputs=3) is None
 
 
 def test_the_learning_curve_extrapolates_a_power_law():

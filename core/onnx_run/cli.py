@@ -359,7 +359,7 @@ def estimate_options(fn):
                      help="training images in the kernel regression [default: all; segmentation 300]"),
         click.option("--warmup-steps", type=click.IntRange(0, 100_000), default=None,
                      help="task-loss steps before the kernel is taken; 0: random optics "
-                          "[default: 5 % of the run's training steps; segmentation 0]"),
+                          "[default: 5 % of the run's training steps (segmentation 20 %), at most 500]"),
     ]):
         fn = option(fn)
     return fn

@@ -195,6 +195,14 @@ class Task:
         towards the wide limit. Default: the ordinary backend."""
         return self.build_backend(feature_shape, num_outputs)
 
+    def pixel_readout(self, backend: nn.Module, features: torch.Tensor) -> torch.Tensor | None:
+        """For outputs per pixel: what the backend's last layer, a linear map at every pixel (a
+        1x1 convolution), reads there, (B, D, H, W) at the outputs' size. The estimate then
+        regresses pixel by pixel with that layer's NTK (one row a pixel, D + 1 features: exact)
+        instead of one row a sample with a kernel between whole outputs, which can only predict
+        a mask as a weighted sum of training masks. None (the default): one row a sample."""
+        return None
+
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

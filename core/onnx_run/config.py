@@ -169,10 +169,11 @@ def _loss_tables(name: str, value: Any) -> None:
 class EstimateSettings:
     """Sizes of the accuracy estimate (stage ``estimate``, ``onnx-run estimate``, ``onnx-run design``).
 
-    0 means automatic: the task's ``estimate_settings()`` (segmentation: 300 training images, no
-    warm-up), else 2 students, the run's own backend widths, every training image, up to 10 000
-    val/test images, R = 256 sketch directions. ``warmup_steps``: -1 is automatic (5 % of the
-    run's own training steps), 0 the random-optics estimate (no training at all).
+    0 means automatic: the task's ``estimate_settings()`` (segmentation: up to 1 000 val/test
+    images, a warm-up of 20 % of the run), else 2 students, the run's own backend widths, every
+    training image, up to 10 000 val/test images, R = 256 sketch directions. ``warmup_steps``: -1
+    is automatic (``warmup_percent`` of the run's own training steps, default 5, at most 500
+    steps), 0 the random-optics estimate (no training at all).
     """
 
     inits: int = attrs.field(default=0, validator=[v.ge(0), v.le(64)])
@@ -180,6 +181,7 @@ class EstimateSettings:
     max_train: int = attrs.field(default=0, validator=[v.ge(0), v.le(1_000_000)])
     max_eval: int = attrs.field(default=0, validator=[v.ge(0), v.le(1_000_000)])
     warmup_steps: int = attrs.field(default=-1, validator=[v.ge(-1), v.le(100_000)])
+    warmup_percent: int = attrs.field(default=0, validator=[v.ge(0), v.le(100)])
     directions: int = attrs.field(default=0, validator=[v.ge(0), v.le(4096)])
     #: the pipeline also estimates 1, 2, 4, ... kernels below the design's count: the estimate
     #: curve (figures/estimate_curve.png) shows where more kernels stop paying

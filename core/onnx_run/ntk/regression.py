@@ -64,12 +64,18 @@ def feature_ridge_regression(gram: Tensor, rhs: Tensor, phi_test: Tensor, *, n: 
     Phi (n, D): predictions phi_test (Phi^T Phi + lambda I)^-1 Phi^T Y, from ``gram`` =
     Phi^T Phi (D, D) and ``rhs`` = Phi^T Y; lambda = ridge * mean(diag K) = ridge *
     trace(gram) / n. Worth it when n > D: a D x D solve instead of n x n."""
+    y, squeeze = _as_2d(rhs)
+    pred = phi_test.double() @ feature_ridge_weights(gram, y, n=n, ridge=ridge)
+    return pred.squeeze(1) if squeeze else pred
+
+
+def feature_ridge_weights(gram: Tensor, rhs: Tensor, *, n: int, ridge: float) -> Tensor:
+    """The primal solution (Phi^T Phi + lambda I)^-1 Phi^T Y (D, k) in float64, lambda as in
+    :func:`feature_ridge_regression`: for predicting many test rows a chunk at a time."""
     if ridge < 0:
         raise ValueError(f"ridge must be >= 0, got {ridge}")
-    y, squeeze = _as_2d(rhs)
     lam = ridge * gram.diagonal().double().sum().item() / n
-    pred = phi_test.double() @ _solve_regularised(gram, y.double(), lam)
-    return pred.squeeze(1) if squeeze else pred
+    return _solve_regularised(gram, _as_2d(rhs)[0].double(), lam)
 
 
 def kernel_ridge_regression(k_train: Tensor, k_test_train: Tensor, y_train: Tensor, *, ridge: float) -> Tensor:

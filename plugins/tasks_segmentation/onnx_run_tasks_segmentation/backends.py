@@ -89,6 +89,21 @@ class UpConvDecoder(nn.Module):
         self.head = nn.Conv2d(widths[0], num_classes, 1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        y = self.head(self._trunk(features))
+        if tuple(y.shape[-2:]) != self.output_size:
+            y = F.interpolate(y, size=self.output_size, mode="bilinear", align_corners=False)
+        return y
+
+    def readout_inputs(self, features: torch.Tensor) -> torch.Tensor:
+        """What the 1x1 head reads at every output pixel (B, widths[0], *output_size): the logits
+        are ``head`` of it. Bilinear resizing is linear with weights summing to one, so it
+        commutes with the head (bias included)."""
+        y = self._trunk(features)
+        if tuple(y.shape[-2:]) != self.output_size:
+            y = F.interpolate(y, size=self.output_size, mode="bilinear", align_corners=False)
+        return y
+
+    def _trunk(self, features: torch.Tensor) -> torch.Tensor:
         x = features
         if self.input_norm == "instance":
             x = F.instance_norm(x)
@@ -106,7 +121,4 @@ class UpConvDecoder(nn.Module):
             y = self.merge[i](torch.cat([y, feats[i]], dim=1))
         for stage in self.extra:
             y = stage(y)
-        y = self.head(y)
-        if tuple(y.shape[-2:]) != self.output_size:
-            y = F.interpolate(y, size=self.output_size, mode="bilinear", align_corners=False)
         return y

@@ -27,6 +27,20 @@ def test_decoder_output_at_input_size(feature_shape, image_size):
     assert all(p.grad is not None for p in dec.parameters())
 
 
+@pytest.mark.parametrize("feature_shape, image_size", [((4, 16, 16), (16, 16)), ((3, 10, 13), (21, 27))])
+def test_the_head_of_the_readout_inputs_is_the_decoder_output(feature_shape, image_size):
+    """What the estimate's per-pixel kernel reads: the 1x1 head of it gives the logits, where
+    the maps are the image's size and where they are resized (bilinear resizing commutes with
+    the head)."""
+    task = SegmentationTask(SegmentationConfig(decoder_widths=[4, 8]))
+    dec = task.build_backend(feature_shape, 2, output_size=image_size)
+    maps = torch.rand(3, *feature_shape)
+    inputs = task.pixel_readout(dec, maps)
+    assert inputs.shape == (3, 4, *image_size)
+    torch.testing.assert_close(dec.head(inputs), dec(maps), rtol=1e-5, atol=1e-5)
+    assert task.pixel_readout(torch.nn.Conv2d(4, 2, 1), maps) is None  # not the task's decoder: no readout
+
+
 def test_decoder_extra_stages_only_when_maps_are_small():
     assert len(UpConvDecoder((4, 8, 8), 2, output_size=(32, 32), widths=[4]).extra) == 2
     assert len(UpConvDecoder((4, 32, 32), 2, output_size=(32, 32), widths=[4]).extra) == 0
