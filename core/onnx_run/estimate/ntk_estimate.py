@@ -333,7 +333,7 @@ def estimate_design(cfg: RunConfig, *, curve: bool = False, progress: bool = Tru
         warm_up(model, task, xtr, ytr, cfg.train, steps=sizes["warmup_steps"], seed=seed + i, device=device)
         warm_seconds += time.perf_counter() - tw
         tk = time.perf_counter()
-        pixelwise = readout_predictions(model, task, xtr, ytr, torch.cat([xva, xte]), sizes=curve_sizes,
+        pixelwise = readout_predictions(model, task, xtr, ytr, x_all[ntr:], sizes=curve_sizes,
                                         ridges=ridges, num_outputs=num_outputs, device=device)
         if pixelwise is not None:
             kernel = "readout per pixel"
