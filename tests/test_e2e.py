@@ -55,6 +55,8 @@ def test_whole_pipeline(case, tmp_path):
     assert {"learning_curves.png", "kernels.png", "estimate_curve.png"} <= figures
     curve = results["estimate_curve"]  # 1, 2, 4, ... kernels up to the design's
     assert curve[0]["num_kernels"] == 1 and curve[-1]["num_kernels"] == results["estimate"]["num_kernels"]
+    # segmentation regresses pixel by pixel with its decoder head's kernel, classification per image
+    assert (results["estimate"]["kernel"] == "readout per pixel") == (case == "segmentation")
     assert ("masks.png" if case == "segmentation" else "confusion_ntkd.png") in figures
     text = (run_dir / "results.md").read_text()
     assert "## After fabrication" in text and "| ntkd |" in text

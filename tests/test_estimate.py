@@ -22,6 +22,9 @@ def test_sweep_writes_a_table_a_curve_and_beats_chance(tiny_optics, tmp_path):
         assert 0.6 < r["estimate"] <= 1.0 and r["n_train"] == 200 and r["ridge"] in map(float, r["ridge_scores"])
     table = (out / "estimate.md").read_text().splitlines()
     assert table[4].startswith("| optics.num_kernels | kernels |") and len(table) == 8
+    # what was computed, said above the table: the kernel, the warm-up, the students
+    assert f"after {rows[0]['warmup_steps']} warm-up steps, 1 student(s) averaged" in table[2]
+    assert f"NTK of the backend ({rows[0]['kernel']})" in table[2]
     assert (out / "estimate.png").stat().st_size > 10_000
     assert "optics.num_kernels=4: 4 kernels" in res.output
 

@@ -23,7 +23,7 @@ def _method(r: dict[str, Any]) -> str:
     pixels = kernel.startswith("readout per pixel")
     warm = r.get("warmup_steps", 0)
     text = ("Kernel ridge regression, pixel by pixel, with the NTK of the backend's per-pixel readout"
-            if pixels else f"Kernel ridge regression with the empirical NTK of the backend ({kernel})")
+            if pixels else "Kernel ridge regression with the empirical NTK of the backend" + (f" ({kernel})" if kernel else ""))
     text += (f", of the run's own student after {warm} warm-up steps" if warm else
              ", of the run's own student at initialisation (random optics)")
     text += f", {r.get('inits', 1)} student(s) averaged (docs/estimate.md)."
