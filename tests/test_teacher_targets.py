@@ -161,6 +161,22 @@ def test_folds_with_a_teacher_checkpoint_is_refused(tmp_path, tiny_optics):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("distill, refused", [("ntkd", True), ("none", False)])
+def test_a_teacher_that_cannot_take_the_images_is_one_line_before_anything_is_written(tmp_path, distill, refused):
+    """LeNet's convolutions need 10 px; at a 7 px optics input the run that needs the teacher is
+    refused in one line, with nothing written; a run without distillation has no teacher to ask."""
+    out = tmp_path / "runs"
+    res = CliRunner().invoke(cli, ["--optics", "4f", "--task", "classification", "--distill", distill, "--set",
+                                   "optics.input_size_px=7", "--out", str(out), "--check"])
+    if refused:
+        assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+        assert "teacher.name: 'lenet' cannot take the run's 7 x 7 px images (optics.input_size_px)" in res.output
+        assert "Traceback" not in res.output
+    else:
+        assert res.exit_code == 0, res.output
+    assert not out.exists()
+
+
 def test_a_run_directory_from_before_a_new_setting_still_resumes(tmp_path, tiny_optics):
     out, res = _cli(tmp_path)
     assert res.exit_code == 0, res.output

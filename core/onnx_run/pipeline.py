@@ -66,6 +66,14 @@ class Pipeline:
         self.optics_capabilities = frozenset(probe.capabilities)
         check_capabilities(self.device_errors, self.optics_capabilities, cfg.optics.name)
         check_teacher_checkpoint_file(teacher_checkpoint)
+        # the run's teacher is used by the students' losses that need one, and by compensation's
+        # only where it distils from that teacher (finetune.teacher = "teacher", not the design)
+        losses = cfg.methods.get("distill", {})
+        users = [*cfg.students.methods, *(cfg.finetune.methods if cfg.finetune.teacher == "teacher" else [])]
+        if any(losses[name].build().needs_teacher for name in users if name in losses):
+            from onnx_run.train.teacher import check_teacher_input
+
+            check_teacher_input(cfg, self.task, self.splits)  # a teacher that cannot take the images: one line
         if teacher_checkpoint:
             for section, choices in cfg.methods.items():
                 for method, choice in choices.items():

@@ -142,6 +142,25 @@ def check_teacher_checkpoint(cfg: RunConfig, task: Any, splits: Any, checkpoint:
                             f"--teacher-checkpoint {checkpoint}")
 
 
+def check_teacher_input(cfg: RunConfig, task: Any, splits: Any) -> None:
+    """Run the configured teacher once on two blank images of the run's size, before anything
+    is written: a network that cannot take them (LeNet's 5 x 5 convolutions and pooling need 10
+    px; the images follow the optics' input size) is one line naming the keys, not a traceback
+    at the teacher stage."""
+    from onnx_run.errors import UserError
+
+    spec = teacher_spec(task, splits)
+    model = build_teacher(cfg, spec, cfg.run.seed).eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros((2, spec.channels, *spec.image_size)))
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"teacher.name: {cfg.teacher.name!r} cannot take the run's {spec.image_size[0]} x "
+                        f"{spec.image_size[1]} px images (optics.input_size_px): {reason}; raise the input size, "
+                        f"choose another teacher, or train without one (--distill none)") from None
+
+
 def get_teacher(cfg: RunConfig, task: Any, splits: Any, *, dataset: str, seed: int, device: torch.device,
                 checkpoint: str | None = None, progress: bool = True) -> tuple[nn.Module, dict[str, Any]]:
     """The frozen teacher and its info (accuracy, where it came from)."""
