@@ -177,6 +177,17 @@ def test_a_teacher_that_cannot_take_the_images_is_one_line_before_anything_is_wr
     assert not out.exists()
 
 
+def test_the_teacher_check_leaves_the_random_state_alone(tiny_optics):
+    from onnx_run.train.teacher import check_teacher_input
+
+    cfg = load_config(None, ["optics.input_size_px=12"], {"optics": "tiny", "task": "classification"})
+    task = cfg.task.build()
+    splits = task.datasets(image_size=(12, 12), channels=1, seed=0)
+    before = torch.get_rng_state()
+    check_teacher_input(cfg, task, splits)  # builds and runs a LeNet: its init draws nothing the run sees
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_a_run_directory_from_before_a_new_setting_still_resumes(tmp_path, tiny_optics):
     out, res = _cli(tmp_path)
     assert res.exit_code == 0, res.output

@@ -150,10 +150,9 @@ def check_teacher_input(cfg: RunConfig, task: Any, splits: Any) -> None:
     from onnx_run.errors import UserError
 
     spec = teacher_spec(task, splits)
-    model = build_teacher(cfg, spec, cfg.run.seed).eval()
     try:
-        with torch.no_grad():
-            model(torch.zeros((2, spec.channels, *spec.image_size)))
+        with torch.random.fork_rng(devices=[]), torch.no_grad():  # the run's random state is left as it was
+            cfg.teacher.factory(cfg.teacher.config, spec).eval()(torch.zeros((2, spec.channels, *spec.image_size)))
     except RuntimeError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"teacher.name: {cfg.teacher.name!r} cannot take the run's {spec.image_size[0]} x "
