@@ -153,7 +153,7 @@ def check_teacher_input(cfg: RunConfig, task: Any, splits: Any) -> None:
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():  # the run's random state is left as it was
             cfg.teacher.factory(cfg.teacher.config, spec).eval()(torch.zeros((2, spec.channels, *spec.image_size)))
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError) as exc:  # torch's shape errors; a plugin teacher's own checks
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"teacher.name: {cfg.teacher.name!r} cannot take the run's {spec.image_size[0]} x "
                         f"{spec.image_size[1]} px images (optics.input_size_px): {reason}; raise the input size, "
