@@ -161,13 +161,16 @@ def test_folds_with_a_teacher_checkpoint_is_refused(tmp_path, tiny_optics):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("distill, refused", [("ntkd", True), ("none", False)])
-def test_a_teacher_that_cannot_take_the_images_is_one_line_before_anything_is_written(tmp_path, distill, refused):
-    """LeNet's convolutions need 10 px; at a 7 px optics input the run that needs the teacher is
-    refused in one line, with nothing written; a run without distillation has no teacher to ask."""
+@pytest.mark.parametrize("distill, stages, refused", [("ntkd", [], True), ("none", ["--stages", "students"], False),
+                                                     ("none", [], True), ("none", ["--stages", "teacher"], True)])
+def test_a_teacher_that_cannot_take_the_images_is_one_line_before_anything_is_written(tmp_path, distill, stages,
+                                                                                      refused):
+    """LeNet's convolutions need 10 px; at a 7 px optics input a run whose stages use the teacher
+    (its own stage, or students that distil) is refused in one line, with nothing written;
+    students without distillation alone have no teacher to ask."""
     out = tmp_path / "runs"
     res = CliRunner().invoke(cli, ["--optics", "4f", "--task", "classification", "--distill", distill, "--set",
-                                   "optics.input_size_px=7", "--out", str(out), "--check"])
+                                   "optics.input_size_px=7", "--out", str(out), *stages, "--check"])
     if refused:
         assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
         assert "teacher.name: 'lenet' cannot take the run's 7 x 7 px images (optics.input_size_px)" in res.output
@@ -175,6 +178,13 @@ def test_a_teacher_that_cannot_take_the_images_is_one_line_before_anything_is_wr
     else:
         assert res.exit_code == 0, res.output
     assert not out.exists()
+
+
+def test_teacher_train_refuses_a_teacher_that_cannot_take_the_images_in_one_line(tmp_path):
+    res = CliRunner().invoke(cli, ["teacher", "train", "--optics", "4f", "--task", "classification", "--distill",
+                                   "none", "--set", "optics.input_size_px=7", "--out", str(tmp_path / "runs")])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "teacher.name: 'lenet' cannot take the run's 7 x 7 px images" in res.output
 
 
 def test_the_teacher_check_leaves_the_random_state_alone(tiny_optics):

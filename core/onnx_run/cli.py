@@ -182,6 +182,7 @@ def cli(ctx: click.Context, resume, stages, teacher_checkpoint, dry_run, deep_ch
     from onnx_run.train.distributed import is_main, shutdown
 
     pipe.check()  # a run directory it cannot use: one line before anything is said or written
+    pipe.check_teacher(chosen)  # and a teacher that cannot take the images, where the stages use it
     if quiet:  # this invocation only: the run's config (run.progress) is left as it is
         pipe.progress = False
     cfg = pipe.cfg

@@ -66,14 +66,6 @@ class Pipeline:
         self.optics_capabilities = frozenset(probe.capabilities)
         check_capabilities(self.device_errors, self.optics_capabilities, cfg.optics.name)
         check_teacher_checkpoint_file(teacher_checkpoint)
-        # the run's teacher is used by the students' losses that need one, and by compensation's
-        # only where it distils from that teacher (finetune.teacher = "teacher", not the design)
-        losses = cfg.methods.get("distill", {})
-        users = [*cfg.students.methods, *(cfg.finetune.methods if cfg.finetune.teacher == "teacher" else [])]
-        if any(losses[name].build().needs_teacher for name in users if name in losses):
-            from onnx_run.train.teacher import check_teacher_input
-
-            check_teacher_input(cfg, self.task, self.splits)  # a teacher that cannot take the images: one line
         if teacher_checkpoint:
             for section, choices in cfg.methods.items():
                 for method, choice in choices.items():
@@ -94,6 +86,23 @@ class Pipeline:
     def check(self) -> None:
         """Refuse, writing nothing, a run directory this run cannot use (rundir.check_run_dir)."""
         check_run_dir(self.cfg, self.run_dir, self._record())
+
+    def check_teacher(self, stages: tuple[str, ...]) -> None:
+        """Refuse, writing nothing, a teacher that cannot take the run's images where ``stages``
+        use the teacher."""
+        if self.uses_teacher(stages) and "teacher" not in self._shared:
+            from onnx_run.train.teacher import check_teacher_input
+
+            check_teacher_input(self.cfg, self.task, self.splits)
+
+    def uses_teacher(self, stages: tuple[str, ...]) -> bool:
+        """Whether ``stages`` build the run's teacher: its own stage, the students' losses that
+        need one, compensation's where it distils from that teacher (not from the design)."""
+        cfg = self.cfg
+        losses = cfg.methods.get("distill", {})
+        users = [*(cfg.students.methods if "students" in stages else []),
+                 *(cfg.finetune.methods if "compensate" in stages and cfg.finetune.teacher == "teacher" else [])]
+        return "teacher" in stages or any(losses[n].build().needs_teacher for n in users if n in losses)
 
     def _record(self) -> dict[str, Any]:
         return {"config": self.cfg.to_dict(), "distributions": distributions(self.cfg), "threads": self.threads}
@@ -132,7 +141,9 @@ class Pipeline:
 
     def teacher(self) -> tuple[torch.nn.Module, dict[str, Any]]:
         if "teacher" not in self._shared:
-            from onnx_run.train.teacher import get_teacher
+            from onnx_run.train.teacher import check_teacher_input, get_teacher
+
+            check_teacher_input(self.cfg, self.task, self.splits)  # one line, not a traceback in its training
 
             self._shared["teacher"] = get_teacher(self.cfg, self.task, self.splits, dataset=self.dataset,
                                         seed=self.cfg.run.seed, device=self.device,
@@ -588,6 +599,7 @@ class Pipeline:
                             f"(the report stage comes from onnx_run.report.run_figures.write_report)")
         from onnx_run.train.distributed import barrier, is_main, solo, world_size
 
+        self.check_teacher(stages)  # before anything is written
         self.prepare()
         main = is_main()
         if main:  # what was asked, so that --resume without --stages continues the same request

@@ -157,7 +157,7 @@ def check_teacher_input(cfg: RunConfig, task: Any, splits: Any) -> None:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"teacher.name: {cfg.teacher.name!r} cannot take the run's {spec.image_size[0]} x "
                         f"{spec.image_size[1]} px images (optics.input_size_px): {reason}; raise the input size, "
-                        f"choose another teacher, or train without one (--distill none)") from None
+                        f"choose another teacher, or run without one (--distill none --stages students)") from None
 
 
 def get_teacher(cfg: RunConfig, task: Any, splits: Any, *, dataset: str, seed: int, device: torch.device,
