@@ -83,7 +83,8 @@ def main() -> None:
             run_dir = next(train_dir.iterdir())
         row = {"value": value, "num_kernels": est["num_kernels"], "estimate": est["estimate"],
                "band": est.get("estimate_band", 0.0), "estimate_s": est["seconds"],
-               "warmup_s": est.get("warmup_seconds"), "kernel_s": est.get("kernel_seconds")}
+               "warmup_s": est.get("warmup_seconds"), "kernel_s": est.get("kernel_seconds"),
+               "warmed": est.get("warmed_students")}
         for m in methods:
             accs, secs = students(run_dir, m, est["metric"])
             row[m] = {"mean": statistics.mean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
@@ -124,6 +125,10 @@ def main() -> None:
                       "(data, optics, regressions, scores): "
                   + "; ".join(f"{r['value']}: {r['warmup_s']:.1f} / {r['kernel_s']:.1f} / "
                               f"{r['estimate_s'] - r['warmup_s'] - r['kernel_s']:.1f}" for r in rows)]
+    if all(r["warmed"] for r in rows):  # the kernel regression against its warmed-up students read directly
+        lines += ["", f"The warmed-up students' own test scores, no regression (mean; gap to {m0}): "
+                  + "; ".join(f"{r['value']}: {100 * statistics.mean(r['warmed']):.2f} "
+                              f"({100 * (statistics.mean(r['warmed']) - r[m0]['mean']):+.2f})" for r in rows)]
     text = "\n".join(lines) + "\n"
     print(text)
     (out / "validation.md").write_text(text)

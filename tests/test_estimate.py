@@ -22,6 +22,8 @@ def test_sweep_writes_a_table_a_curve_and_beats_chance(tiny_optics, tmp_path):
         assert 0.6 < r["estimate"] <= 1.0 and r["n_train"] == 200 and r["ridge"] in map(float, r["ridge_scores"])
     table = (out / "estimate.md").read_text().splitlines()
     assert table[4].startswith("| optics.num_kernels | kernels |") and len(table) == 8
+    # beside the estimate, the warmed-up student's own test score (one student: one value)
+    assert "warmed-up students' own (%)" in table[4] and f"| {rows[1]['warmed_students'][0] * 100:.2f} |" in table[7]
     # what was computed, said above the table: the kernel, the warm-up, the students
     assert f"after {rows[0]['warmup_steps']} warm-up steps, 1 student(s) averaged" in table[2]
     assert f"NTK of the backend ({rows[0]['kernel']})" in table[2]
@@ -49,7 +51,7 @@ def test_sizes_resolve_defaults_task_curve_config_then_options(tiny_optics):
     cfg = load_config(None, [], {"optics": "tiny", "task": "segmentation"})
     # segmentation regresses pixel by pixel: the generic sizes, its evaluation images capped
     assert estimate_sizes(cfg, cfg.task.build()) == {"inits": 2, "width_multiplier": 1, "max_train": 1_000_000,
-                                                     "max_eval": 1000, "warmup_steps": -1, "warmup_percent": 20,
+                                                     "max_eval": 1000, "warmup_steps": -1, "warmup_percent": 50,
                                                      "directions": 256}
     task = SimpleNamespace(estimate_settings=lambda: {"inits": 3, "max_train": 300, "warmup_steps": 0,
                                                       "curve": {"max_train": 100, "max_eval": 50}})
@@ -102,7 +104,7 @@ def test_the_automatic_warm_up_is_a_share_of_the_run_with_a_ceiling():
     assert automatic_warmup(run(8), 54_000, 5) == 169  # 5 % of 8 x 422 steps
     assert automatic_warmup(run(100), 54_000, 5) == 500  # 5 % would be 2 110: 500 is the ceiling
     assert automatic_warmup(run(100, max_train=1280), 54_000, 5) == 50  # of the images trained on
-    assert automatic_warmup(run(15), 700, 20) == 18  # a task's own share: 20 % of 90 steps
+    assert automatic_warmup(run(15), 700, 50) == 45  # a task's own share: 50 % of 90 steps
     cfg = load_config(None, ["estimate.warmup_percent=10"], {"optics": "4f", "task": "classification"})
     assert estimate_sizes(cfg, cfg.task.build())["warmup_percent"] == 10  # a config sets it
 
@@ -161,6 +163,27 @@ def test_the_pixel_readout_regression_is_least_squares_over_every_pixel():
                                num_outputs=3) is None
 
 
+def test_a_students_own_score_reads_its_outputs_in_chunks():
+    """The baseline beside the estimate: the warmed-up student's outputs scored as they are."""
+    import torch
+
+    from onnx_run.config import load_config
+    from onnx_run.estimate.ntk_estimate import _own_score
+
+    task = load_config(None, [], {"optics": "4f", "task": "classification"}).task.build()
+    y = torch.arange(10).repeat(7)  # 70 labels: chunks of 16 leave a short last one
+    x = y.float().unsqueeze(1)
+
+    def right(batch):  # reads the label off its input
+        return torch.nn.functional.one_hot(batch[:, 0].long(), 10).float()
+
+    def shifted(batch):  # always one class off
+        return right(batch).roll(1, dims=1)
+
+    assert _own_score(right, task, x, y, "cpu", chunk=16) == 1.0
+    assert _own_score(shifted, task, x, y, "cpu", chunk=16) == 0.0
+
+
 def test_the_learning_curve_extrapolates_a_power_law():
     from onnx_run.estimate.ntk_estimate import learning_curve_fit
 
@@ -207,6 +230,7 @@ def test_a_regression_on_fewer_images_than_the_run_is_extrapolated(tiny_optics, 
     assert row["learning_curve"]["n_train"] == [50, 100, 200, 400] and row["extrapolated_to"] > 400
     assert row["estimate"] >= row["learning_curve"]["accuracy"][-1] == row["measured"]
     assert 0 < row["estimate_band"] < 0.3 and len(row["estimate_by_init"]) == 2
+    assert len(row["warmed_students"]) == 2 and all(0 <= v <= 1 for v in row["warmed_students"])
     assert row["warmup_steps"] > 0 and row["kernel"] == "exact"
 
 

@@ -357,10 +357,10 @@ def estimate_options(fn):
         click.option("--width-multiplier", type=click.IntRange(1, 64), default=None,
                      help="backend hidden widths x this [default: 1, the widths the run trains]"),
         click.option("--max-train", type=click.IntRange(10, 1_000_000), default=None,
-                     help="training images in the kernel regression [default: all; segmentation 300]"),
+                     help="training images in the kernel regression [default: all]"),
         click.option("--warmup-steps", type=click.IntRange(0, 100_000), default=None,
                      help="task-loss steps before the kernel is taken; 0: random optics "
-                          "[default: 5 % of the run's training steps (segmentation 20 %), at most 500]"),
+                          "[default: 5 % of the run's training steps (segmentation 50 %), at most 500]"),
     ]):
         fn = option(fn)
     return fn

@@ -170,7 +170,7 @@ class EstimateSettings:
     """Sizes of the accuracy estimate (stage ``estimate``, ``onnx-run estimate``, ``onnx-run design``).
 
     0 means automatic: the task's ``estimate_settings()`` (segmentation: up to 1 000 val/test
-    images, a warm-up of 20 % of the run), else 2 students, the run's own backend widths, every
+    images, a warm-up of half the run), else 2 students, the run's own backend widths, every
     training image, up to 10 000 val/test images, R = 256 sketch directions. ``warmup_steps``: -1
     is automatic (``warmup_percent`` of the run's own training steps, default 5, at most 500
     steps), 0 the random-optics estimate (no training at all).

@@ -202,6 +202,15 @@ def _pixel_rows(model: HybridModel, task: Any, x: torch.Tensor, device: torch.de
     return h.movedim(1, -1).reshape(-1, h.shape[1]).float().cpu()
 
 
+@torch.no_grad()
+def _own_score(model: HybridModel, task: Any, x: torch.Tensor, y: torch.Tensor, device: torch.device | str,
+               chunk: int = 512) -> float:
+    """The student's own test score, read from its outputs without any regression: the
+    baseline the kernel regression has to beat to be worth its cost."""
+    out = torch.cat([model(x[lo:lo + chunk].to(device)).float().cpu() for lo in range(0, x.shape[0], chunk)])
+    return task.metrics(out, y)[task.primary_metric]
+
+
 def readout_predictions(model: HybridModel, task: Any, x_train: torch.Tensor, y_train: torch.Tensor,
                         x_eval: torch.Tensor, *, sizes: list[int], ridges, num_outputs: int, chunk: int = 64,
                         device: torch.device | str = "cpu") -> dict[int, dict[float, torch.Tensor]] | None:
@@ -323,6 +332,7 @@ def estimate_design(cfg: RunConfig, *, curve: bool = False, progress: bool = Tru
         return task.metrics(pred.reshape(pred.shape[0], *out_shape).float(), y)[primary]
 
     per_init: list[dict[int, dict[float, torch.Tensor]]] = []
+    warmed: list[float] = []  # each warmed-up student's own test score: what the kernel adds to it
     warm_seconds = kernel_seconds = 0.0
     for i in progress_bar(range(sizes["inits"]), desc="estimate: students", enabled=progress):
         seed_everything(seed + i)
@@ -332,6 +342,7 @@ def estimate_design(cfg: RunConfig, *, curve: bool = False, progress: bool = Tru
         tw = time.perf_counter()
         warm_up(model, task, xtr, ytr, cfg.train, steps=sizes["warmup_steps"], seed=seed + i, device=device)
         warm_seconds += time.perf_counter() - tw
+        warmed.append(_own_score(model, task, xte, yte, device))
         tk = time.perf_counter()
         pixelwise = readout_predictions(model, task, xtr, ytr, x_all[ntr:], sizes=curve_sizes,
                                         ridges=ridges, num_outputs=num_outputs, device=device)
@@ -393,7 +404,7 @@ def estimate_design(cfg: RunConfig, *, curve: bool = False, progress: bool = Tru
         # a 95 % band: the test images drawn and the students' spread (of a mean over inits),
         # plus how far the extrapolation moves without its smallest point
         "estimate_band": 1.96 * math.sqrt(se**2 + spread**2 / len(per_init)) + extrapolation,
-        "measured": test[primary], "learning_curve": {"n_train": curve_sizes, primary: curve},
+        "measured": test[primary], "warmed_students": warmed, "learning_curve": {"n_train": curve_sizes, primary: curve},
         "extrapolated_to": n_run if n_run > ntr else None,
         "val": scores[ridge], "ridge": ridge, "ridge_scores": {str(r): s for r, s in scores.items()},
         "kernel": kernel,

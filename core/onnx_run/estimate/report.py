@@ -28,8 +28,8 @@ def _method(r: dict[str, Any]) -> str:
              ", of the run's own student at initialisation (random optics)")
     text += f", {r.get('inits', 1)} student(s) averaged (docs/estimate.md)."
     if pixels and warm:
-        text += (" For outputs per pixel the estimate rises with the warm-up towards what training reaches:"
-                 " read it as a lower bound.")
+        text += (" For outputs per pixel the estimate rises with the warm-up until about half the run"
+                 " (the default): after a shorter one, read it as a lower bound.")
     return text
 
 
@@ -39,15 +39,20 @@ def write_estimate(cfg: RunConfig, rows: list[dict[str, Any]]) -> Path:
     write_json(out / "estimate.json", rows)
     metric = rows[0]["metric"]
     key = rows[0].get("sweep_key")
-    head = f"| {key} | kernels | grid | estimated test {metric} (%) | ± band | ridge | seconds |" if key else \
-        f"| kernels | grid | estimated test {metric} (%) | ± band | ridge | seconds |"
+    head = (f"| kernels | grid | estimated test {metric} (%) | ± band | warmed-up students' own (%) | ridge "
+            "| seconds |")
+    if key:
+        head = f"| {key} " + head
     lines = [f"# NTK estimate: {cfg.optics.name} / {cfg.task.name} / {rows[0]['dataset']}", "",
-             _method(rows[0]) + " The band is 95 % over the test images and the students.", "", head,
+             _method(rows[0]) + " The band is 95 % over the test images and the students. The warmed-up "
+             "students' own test scores, read from their outputs with no regression, are what the kernel "
+             "adds to.", "", head,
              "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         grid = r["layout"].get("grid", f"{r['layout']['rows']} x {r['layout']['cols']}")
+        own = " / ".join(f"{v * 100:.2f}" for v in r.get("warmed_students", [])) or "-"
         cells = [str(r["num_kernels"]), grid, f"{r['estimate'] * 100:.2f}", f"{r.get('estimate_band', 0.0) * 100:.2f}",
-                 f"{r['ridge']:g}", f"{r['seconds']:.1f}"]
+                 own, f"{r['ridge']:g}", f"{r['seconds']:.1f}"]
         if key:
             cells.insert(0, str(r["sweep_value"]))
         lines.append("| " + " | ".join(cells) + " |")
