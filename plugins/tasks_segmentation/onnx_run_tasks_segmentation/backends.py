@@ -89,16 +89,16 @@ class UpConvDecoder(nn.Module):
         self.head = nn.Conv2d(widths[0], num_classes, 1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        y = self.head(self._trunk(features))
-        if tuple(y.shape[-2:]) != self.output_size:
-            y = F.interpolate(y, size=self.output_size, mode="bilinear", align_corners=False)
-        return y
+        # the head before the resize: it has fewer channels to resize than its input
+        return self._to_output_size(self.head(self._trunk(features)))
 
     def readout_inputs(self, features: torch.Tensor) -> torch.Tensor:
         """What the 1x1 head reads at every output pixel (B, widths[0], *output_size): the logits
         are ``head`` of it. Bilinear resizing is linear with weights summing to one, so it
         commutes with the head (bias included)."""
-        y = self._trunk(features)
+        return self._to_output_size(self._trunk(features))
+
+    def _to_output_size(self, y: torch.Tensor) -> torch.Tensor:
         if tuple(y.shape[-2:]) != self.output_size:
             y = F.interpolate(y, size=self.output_size, mode="bilinear", align_corners=False)
         return y
