@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 
+import pytest
 from click.testing import CliRunner
 
 from onnx_run.cli import cli
@@ -28,3 +29,15 @@ def test_another_physical_preset_keeps_its_own_geometry():
 def test_all_optical_keeps_one_region_per_class():
     doc = show("--task", "all-optical")
     assert doc["optics"]["num_kernels"] == 10 and doc["optics"]["num_neurons"] == 200
+
+
+@pytest.mark.parametrize("sets, lrs", [
+    ([], (0.03, 0.05)),                                   # classification: the stack's recipe
+    (["train.optics_lr=0.02"], (0.03, 0.02)),             # the user's value wins
+    (["task.name=segmentation"], (0.003, 0.05)),          # segmentation keeps the task's recipe
+])
+def test_the_stack_brings_its_classification_recipe(sets, lrs):
+    from onnx_run.config import load_config
+
+    cfg = load_config(None, ["optics.name=diffractive", "task.name=classification", *sets])
+    assert (cfg.train.lr, cfg.train.optics_lr) == lrs
