@@ -34,6 +34,7 @@ def test_all_optical_keeps_one_region_per_class():
 @pytest.mark.parametrize("sets, lrs", [
     ([], (0.03, 0.05)),                                   # classification: the stack's recipe
     (["train.optics_lr=0.02"], (0.03, 0.02)),             # the user's value wins
+    (["task.name=all-optical"], (0.03, 0.05)),            # all-optical classifies too
     (["task.name=segmentation"], (0.003, 0.05)),          # segmentation keeps the task's recipe
 ])
 def test_the_stack_brings_its_classification_recipe(sets, lrs):
