@@ -174,11 +174,15 @@ def test_a_students_own_score_reads_its_outputs_in_chunks():
     y = torch.arange(10).repeat(7)  # 70 labels: chunks of 16 leave a short last one
     x = y.float().unsqueeze(1)
 
-    def right(batch):  # reads the label off its input
-        return torch.nn.functional.one_hot(batch[:, 0].long(), 10).float()
+    class Reader(torch.nn.Module):  # reads the label off its input, shifted by `shift` classes
+        def __init__(self, shift):
+            super().__init__()
+            self.shift = shift
 
-    def shifted(batch):  # always one class off
-        return right(batch).roll(1, dims=1)
+        def forward(self, batch):
+            return torch.nn.functional.one_hot(batch[:, 0].long(), 10).float().roll(self.shift, dims=1)
+
+    right, shifted = Reader(0), Reader(1)  # always right; always one class off
 
     assert _own_score(right, task, x, y, "cpu", chunk=16) == 1.0
     assert _own_score(shifted, task, x, y, "cpu", chunk=16) == 0.0

@@ -41,7 +41,7 @@ from torch import Tensor
 from onnx_run.components import HybridModel
 from onnx_run.config import RunConfig
 from onnx_run.progress import bar as progress_bar
-from onnx_run.train.loop import make_optimizer, seed_everything
+from onnx_run.train.loop import make_optimizer, predict, seed_everything
 
 DEFAULT_RIDGES = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
@@ -202,13 +202,11 @@ def _pixel_rows(model: HybridModel, task: Any, x: torch.Tensor, device: torch.de
     return h.movedim(1, -1).reshape(-1, h.shape[1]).float().cpu()
 
 
-@torch.no_grad()
 def _own_score(model: HybridModel, task: Any, x: torch.Tensor, y: torch.Tensor, device: torch.device | str,
                chunk: int = 512) -> float:
     """The student's own test score, read from its outputs without any regression: the
     baseline the kernel regression has to beat to be worth its cost."""
-    out = torch.cat([model(x[lo:lo + chunk].to(device)).float().cpu() for lo in range(0, x.shape[0], chunk)])
-    return task.metrics(out, y)[task.primary_metric]
+    return task.metrics(predict(model, x, batch_size=chunk, device=device), y)[task.primary_metric]
 
 
 def readout_predictions(model: HybridModel, task: Any, x_train: torch.Tensor, y_train: torch.Tensor,
@@ -238,11 +236,11 @@ def readout_predictions(model: HybridModel, task: Any, x_train: torch.Tensor, y_
     evals = [_pixel_rows(model, task, x_eval[lo:lo + chunk], device) for lo in range(0, x_eval.shape[0], chunk)]
     pixels = evals[0].shape[0] // min(chunk, x_eval.shape[0])
 
-    def predict(weights: torch.Tensor) -> torch.Tensor:  # (m, O H W), O-major like _targets
+    def on_eval_pixels(weights: torch.Tensor) -> torch.Tensor:  # (m, O H W), O-major like _targets
         pred = torch.cat([(e.double() @ weights).float() for e in evals])
         return pred.reshape(x_eval.shape[0], pixels, num_outputs).transpose(1, 2).reshape(x_eval.shape[0], -1)
 
-    return {n: {float(r): predict(feature_ridge_weights(g, b, n=n * pixels, ridge=r)) for r in ridges}
+    return {n: {float(r): on_eval_pixels(feature_ridge_weights(g, b, n=n * pixels, ridge=r)) for r in ridges}
             for n, (g, b) in solved.items()}
 
 
