@@ -113,11 +113,13 @@ def main() -> None:
         gaps = [abs(r["estimate"] - r[m]["mean"]) for r in rows]
         spread = max(means) - min(means)
         noise = statistics.mean(r[m]["std"] for r in rows)
+        covered = sum(abs(r["estimate"] - r[m]["mean"]) <= r["band"] for r in rows)
         summary[m] = {"spearman": rho, "max_abs_gap": max(gaps), "mean_abs_gap": statistics.mean(gaps),
-                      "trained_range": spread, "mean_seed_std": noise}
+                      "trained_range": spread, "mean_seed_std": noise, "inside_band": covered}
         lines += ["", f"{m}: Spearman {rho:.2f}; |estimate - trained| mean {100 * statistics.mean(gaps):.2f}, "
                       f"max {100 * max(gaps):.2f} points; the trained means span {100 * spread:.2f} points against "
-                      f"a seed std of {100 * noise:.2f}"
+                      f"a seed std of {100 * noise:.2f}; the trained mean lies inside the estimate's band at "
+                      f"{covered} of {len(rows)} sizes"
                   + (" (a ranking within the seeds' noise: Spearman cannot be checked here)" if spread < 2 * noise
                      else "")]
     if all(r["kernel_s"] is not None for r in rows):
