@@ -6,8 +6,9 @@ trained with each method over ``--seeds`` seeds (or read from ``--trained``, a r
 per design with ``{value}`` in its path, made by ``onnx-run ... --stages teacher,students``).
 Prints the table (estimate ± band vs trained mean ± std, the gap, the estimate's time against
 one student's training time), the Spearman rank correlation between estimates and trained
-means, and whether the trained means differ by more than their seeds' spread at all (if they
-do not, no ranking can be checked). Writes validation.json + validation.md into ``--out``.
+means, whether the trained means differ by more than their seeds' spread at all (if they
+do not, no ranking can be checked), and at how many designs the trained mean lies inside the
+estimate's band. Writes validation.json + validation.md into ``--out``.
 
     .venv/bin/python benchmarks/validate_estimate.py --optics 4f --values 1,2,4,8 --seeds 3
     .venv/bin/python benchmarks/validate_estimate.py --config benchmarks/compare/fashion-mnist-4f.toml \\
